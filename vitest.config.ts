@@ -7,6 +7,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     // Tests start real servers on loopback ports and share 2 cores; forks keep native addons (DuckDB, lmdb) isolated.
+    reporters: ['default', './test/support/summaryReporter.ts'],
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
