@@ -36,10 +36,21 @@ export interface GemsConfig {
   };
   tokenizer: {
     levels: number;
+    /** Per level; 0 = chosen from the catalogue size (src/tokenizer/quantize.ts defaultCodebookSizes). */
     codebookSizes: number[];
     embeddingDim: number;
     balanced: boolean;
     iterations: number;
+    /** Dimensions of the embedding given to content (tags, author); the rest are collaborative. */
+    contentDim: number;
+    /** Share of an item's squared embedding norm given to content when it also has history (0..1). */
+    contentWeight: number;
+    /** Co-occurrence window (positions) for the collaborative embedding. */
+    window: number;
+    /** k-means assignment engine: js | tf | auto (tf for large catalogues, measured in bench/tokenize.ts). */
+    engine: string;
+    /** Items sharing a prefix take distinct last-level codes where possible (see src/tokenizer/quantize.ts). */
+    uniqueLastLevel: boolean;
   };
   lifecycle: {
     slots: number;
@@ -87,7 +98,18 @@ export const DEFAULT_CONFIG: GemsConfig = {
   },
   history: { duckdbPath: '', userBuckets: 64 },
   streams: { tRecent: 256, tMid: 1024 },
-  tokenizer: { levels: 3, codebookSizes: [256, 256, 256], embeddingDim: 64, balanced: false, iterations: 25 },
+  tokenizer: {
+    levels: 3,
+    codebookSizes: [0, 0, 0],
+    embeddingDim: 64,
+    balanced: false,
+    iterations: 25,
+    contentDim: 16,
+    contentWeight: 0.25,
+    window: 20,
+    engine: 'auto',
+    uniqueLastLevel: true,
+  },
   lifecycle: {
     slots: 64,
     dim: 64,
@@ -246,11 +268,20 @@ export function validateConfig(c: GemsConfig): void {
   if (!['debug', 'info', 'warn', 'error'].includes(c.logLevel)) fail('logLevel', `'${c.logLevel}' is not debug|info|warn|error`);
   if (!['local', 's3'].includes(c.objectStore.kind)) fail('objectStore.kind', `'${c.objectStore.kind}' is not local|s3`);
   if (c.objectStore.kind === 's3' && !c.objectStore.bucket) fail('objectStore.bucket', 'required for kind=s3');
+  if (c.objectStore.endpoint && !/^https?:\/\/[^/]/.test(c.objectStore.endpoint)) fail('objectStore.endpoint', `'${c.objectStore.endpoint}' must be an http:// or https:// URL`);
+  if (!Number.isInteger(c.objectStore.maxAttempts) || c.objectStore.maxAttempts < 1) fail('objectStore.maxAttempts', 'must be an integer ≥ 1');
+  if (!(c.objectStore.cacheMaxBytes > 0)) fail('objectStore.cacheMaxBytes', 'must be > 0');
+  if (!(c.objectStore.multipartThresholdBytes >= 0)) fail('objectStore.multipartThresholdBytes', 'must be ≥ 0');
   if (!Number.isInteger(c.history.userBuckets) || c.history.userBuckets < 1) fail('history.userBuckets', 'must be a positive integer');
   if (!Number.isInteger(c.streams.tRecent) || c.streams.tRecent < 1) fail('streams.tRecent', 'must be a positive integer');
   if (!Number.isInteger(c.streams.tMid) || c.streams.tMid <= c.streams.tRecent) fail('streams.tMid', `must be an integer > streams.tRecent (${c.streams.tRecent})`);
   if (c.tokenizer.codebookSizes.length !== c.tokenizer.levels) fail('tokenizer.codebookSizes', `needs ${c.tokenizer.levels} entries (tokenizer.levels)`);
-  if (c.tokenizer.codebookSizes.some((k) => !Number.isInteger(k) || k < 2)) fail('tokenizer.codebookSizes', 'entries must be integers ≥ 2');
+  if (c.tokenizer.codebookSizes.some((k) => !Number.isInteger(k) || k === 1 || k < 0)) fail('tokenizer.codebookSizes', 'entries must be integers ≥ 2 (0 = chosen from the catalogue size)');
+  if (!Number.isInteger(c.tokenizer.embeddingDim) || c.tokenizer.embeddingDim < 2) fail('tokenizer.embeddingDim', 'must be an integer ≥ 2');
+  if (!Number.isInteger(c.tokenizer.contentDim) || c.tokenizer.contentDim < 0 || c.tokenizer.contentDim > c.tokenizer.embeddingDim) fail('tokenizer.contentDim', `must be an integer in [0, tokenizer.embeddingDim]`);
+  if (!(c.tokenizer.contentWeight >= 0 && c.tokenizer.contentWeight <= 1)) fail('tokenizer.contentWeight', 'must be in [0, 1]');
+  if (!Number.isInteger(c.tokenizer.window) || c.tokenizer.window < 1) fail('tokenizer.window', 'must be a positive integer');
+  if (!['js', 'tf', 'auto'].includes(c.tokenizer.engine)) fail('tokenizer.engine', `'${c.tokenizer.engine}' is not js|tf|auto`);
   if (!['lmdb', 'redis'].includes(c.lifecycle.memoryStore)) fail('lifecycle.memoryStore', `'${c.lifecycle.memoryStore}' is not lmdb|redis`);
   if (!['float32', 'float16'].includes(c.lifecycle.dtype)) fail('lifecycle.dtype', `'${c.lifecycle.dtype}' is not float32|float16`);
   if (c.serving.maxK < 1) fail('serving.maxK', 'must be ≥ 1');

@@ -3,13 +3,19 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { ObjectInfo, ObjectStore } from './objectStore.js';
 
 function checkKey(key: string): void {
-  if (!key || key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.')) {
+  // Empty segments ('a//b', 'a/') would map to another key's file after path normalisation.
+  if (!key || key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
     throw new Error(`invalid object key '${key}'`);
   }
 }
+
+/** Names of in-flight writes (see put/putFile); only these are hidden from list(), not any key containing '.tmp-'. */
+const TEMP_SUFFIX = /\.tmp-\d+-\d+-[a-z0-9]+$/;
+const tempName = (path: string): string => `${path}.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
 
 export class LocalObjectStore implements ObjectStore {
   readonly kind = 'local' as const;
@@ -22,26 +28,38 @@ export class LocalObjectStore implements ObjectStore {
 
   private async info(key: string, path: string): Promise<ObjectInfo> {
     const st = await fs.stat(path);
+    if (!st.isFile()) throw Object.assign(new Error(`${this.uri(key)} is not an object (a folder?)`), { code: 'ENOENT' });
     const etag = createHash('sha1').update(`${st.size}:${st.mtimeMs}:${st.ino}`).digest('hex');
     return { key, size: st.size, etag, lastModified: st.mtime };
   }
 
-  async put(key: string, body: Buffer | Uint8Array): Promise<ObjectInfo> {
+  /** Writes through a temp file that is flushed to disk, then renamed: a crash leaves the old object or the new one. */
+  private async writeAtomically(key: string, write: (tmp: string) => Promise<void>): Promise<ObjectInfo> {
     const path = this.path(key);
     await fs.mkdir(dirname(path), { recursive: true });
-    const tmp = `${path}.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
-    await fs.writeFile(tmp, body);
-    await fs.rename(tmp, path);
+    const tmp = tempName(path);
+    try {
+      await write(tmp);
+      const fh = await fs.open(tmp, 'r+');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, path);
+    } catch (e) {
+      await fs.rm(tmp, { force: true });
+      throw e;
+    }
     return this.info(key, path);
   }
 
+  async put(key: string, body: Buffer | Uint8Array): Promise<ObjectInfo> {
+    return this.writeAtomically(key, (tmp) => fs.writeFile(tmp, body));
+  }
+
   async putFile(key: string, src: string): Promise<ObjectInfo> {
-    const path = this.path(key);
-    await fs.mkdir(dirname(path), { recursive: true });
-    const tmp = `${path}.tmp-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
-    await fs.copyFile(src, tmp);
-    await fs.rename(tmp, path);
-    return this.info(key, path);
+    return this.writeAtomically(key, (tmp) => fs.copyFile(src, tmp));
   }
 
   async get(key: string): Promise<Buffer> {
@@ -69,10 +87,16 @@ export class LocalObjectStore implements ObjectStore {
       }
       for (const ent of entries) {
         const full = join(dir, ent.name);
-        if (ent.isDirectory()) await walk(full);
-        else if (ent.isFile() && !ent.name.includes('.tmp-')) {
-          const key = relative(this.root, full).split(sep).join('/');
-          if (key.startsWith(prefix)) out.push(await this.info(key, full));
+        const key = relative(this.root, full).split(sep).join('/');
+        if (ent.isDirectory()) {
+          // Only descend where keys can still start with the prefix.
+          if (prefix.startsWith(`${key}/`) || key.startsWith(prefix)) await walk(full);
+        } else if (ent.isFile() && !TEMP_SUFFIX.test(ent.name) && key.startsWith(prefix)) {
+          const info = await this.info(key, full).catch((e: NodeJS.ErrnoException) => {
+            if (e.code === 'ENOENT') return null; // deleted while we listed
+            throw e;
+          });
+          if (info) out.push(info);
         }
       }
     };
@@ -87,11 +111,11 @@ export class LocalObjectStore implements ObjectStore {
 
   async localPath(key: string): Promise<string> {
     const p = this.path(key);
-    await fs.access(p);
+    if (!(await this.head(key))) throw new Error(`object ${this.uri(key)} does not exist`);
     return p;
   }
 
   uri(key: string): string {
-    return `file://${this.path(key)}`;
+    return pathToFileURL(this.path(key)).href;
   }
 }
