@@ -1,6 +1,6 @@
 // A user's lifecycle memory: M × d vectors produced by the QLA compressor (src/lifecycle/), plus the additive QLA
 // state that lets the nightly job fold in new events without rereading the whole history. Stored in a key-value
-// memory store (src/lifecycle/memoryStore.ts) and served by gems.v1.LifecycleMemoryService.
+// memory store (src/lifecycle/openMemoryStore.ts) and served by gems.v1.LifecycleMemoryService.
 
 export interface LifecycleMemoryHeader {
   /** Binary format version of the stored value. */
@@ -39,6 +39,18 @@ export interface MemoryStore {
   putMany(memories: LifecycleMemory[]): Promise<void>;
   /** Headers only (cheap), e.g. for the nightly job's selection. */
   getHeader(userId: number): Promise<LifecycleMemoryHeader | null>;
+  /** Headers of many users in one round trip (null = no memory). */
+  getHeaders(userIds: number[]): Promise<(LifecycleMemoryHeader | null)[]>;
+  /**
+   * The stored value as encoded by src/lifecycle/memoryFormat.ts (a private copy), NOT yet validated: the caller
+   * validates it (readLayout / decodeMemory). Lets the gRPC service ship the vector bytes without re-encoding.
+   */
+  getEncoded(userId: number): Promise<Buffer | null>;
+  getEncodedMany(userIds: number[]): Promise<(Buffer | null)[]>;
+  /** Synchronous getEncoded, offered by embedded stores (lmdb) so the gRPC hot path needs no promise. */
+  getEncodedSync?(userId: number): Buffer | null;
+  /** Every user id that has a memory, ascending for lmdb (unordered for redis). */
+  userIds(): AsyncIterable<number>;
   delete(userId: number): Promise<void>;
   count(): Promise<number>;
   close(): Promise<void>;
