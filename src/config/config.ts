@@ -29,6 +29,10 @@ export interface GemsConfig {
     duckdbPath: string;
     /** Number of user buckets in the partition layout (hash(user_id) % userBuckets). */
     userBuckets: number;
+    /** Rows per Parquet row group in event partitions (smaller: finer pruning for one-user reads). */
+    rowGroupSize: number;
+    /** Events per DuckDB query in a full scan (bounds the scan's memory; one larger user is read whole). */
+    scanBatchEvents: number;
   };
   streams: {
     tRecent: number;
@@ -76,6 +80,12 @@ export interface GemsConfig {
     maxWaitMs: number;
     maxQueue: number;
     maxK: number;
+    /** GEMs checkpoint directory the recommender serves; empty = `<dataDir>/checkpoints/gems/best` when present, else popularity only. */
+    checkpoint: string;
+    /** Poll the checkpoint's meta.json this often and hot-swap when it changes (0 = only on SIGHUP / reload()). */
+    reloadPollMs: number;
+    /** Users with fewer input events (and no usable memory) get the cold-start popularity answer. */
+    coldStartMinEvents: number;
   };
 }
 
@@ -96,13 +106,14 @@ export const DEFAULT_CONFIG: GemsConfig = {
     maxAttempts: 5,
     multipartThresholdBytes: 16 * 1024 ** 2,
   },
-  history: { duckdbPath: '', userBuckets: 64 },
+  history: { duckdbPath: '', userBuckets: 64, rowGroupSize: 32_768, scanBatchEvents: 1_000_000 },
   streams: { tRecent: 256, tMid: 1024 },
   tokenizer: {
     levels: 3,
     codebookSizes: [0, 0, 0],
     embeddingDim: 64,
-    balanced: false,
+    // Balanced codes measured better on ML-1M (64³: collisions 0.5% vs 5.8%, perplexity 64/64/62 vs 57/49/44).
+    balanced: true,
     iterations: 25,
     contentDim: 16,
     contentWeight: 0.25,
@@ -134,6 +145,9 @@ export const DEFAULT_CONFIG: GemsConfig = {
     maxWaitMs: 5,
     maxQueue: 256,
     maxK: 500,
+    checkpoint: '',
+    reloadPollMs: 5000,
+    coldStartMinEvents: 3,
   },
 };
 
@@ -273,6 +287,8 @@ export function validateConfig(c: GemsConfig): void {
   if (!(c.objectStore.cacheMaxBytes > 0)) fail('objectStore.cacheMaxBytes', 'must be > 0');
   if (!(c.objectStore.multipartThresholdBytes >= 0)) fail('objectStore.multipartThresholdBytes', 'must be ≥ 0');
   if (!Number.isInteger(c.history.userBuckets) || c.history.userBuckets < 1) fail('history.userBuckets', 'must be a positive integer');
+  if (!Number.isInteger(c.history.rowGroupSize) || c.history.rowGroupSize < 1024) fail('history.rowGroupSize', 'must be an integer ≥ 1024');
+  if (!Number.isInteger(c.history.scanBatchEvents) || c.history.scanBatchEvents < 1) fail('history.scanBatchEvents', 'must be a positive integer');
   if (!Number.isInteger(c.streams.tRecent) || c.streams.tRecent < 1) fail('streams.tRecent', 'must be a positive integer');
   if (!Number.isInteger(c.streams.tMid) || c.streams.tMid <= c.streams.tRecent) fail('streams.tMid', `must be an integer > streams.tRecent (${c.streams.tRecent})`);
   if (c.tokenizer.codebookSizes.length !== c.tokenizer.levels) fail('tokenizer.codebookSizes', `needs ${c.tokenizer.levels} entries (tokenizer.levels)`);
@@ -285,6 +301,11 @@ export function validateConfig(c: GemsConfig): void {
   if (!['lmdb', 'redis'].includes(c.lifecycle.memoryStore)) fail('lifecycle.memoryStore', `'${c.lifecycle.memoryStore}' is not lmdb|redis`);
   if (!['float32', 'float16'].includes(c.lifecycle.dtype)) fail('lifecycle.dtype', `'${c.lifecycle.dtype}' is not float32|float16`);
   if (c.serving.maxK < 1) fail('serving.maxK', 'must be ≥ 1');
+  if (!Number.isInteger(c.serving.maxBatchSize) || c.serving.maxBatchSize < 1) fail('serving.maxBatchSize', 'must be an integer ≥ 1 (1 = batching off)');
+  if (!(c.serving.maxWaitMs >= 0)) fail('serving.maxWaitMs', 'must be ≥ 0');
+  if (!Number.isInteger(c.serving.maxQueue) || c.serving.maxQueue < 1) fail('serving.maxQueue', 'must be an integer ≥ 1');
+  if (!(c.serving.reloadPollMs >= 0)) fail('serving.reloadPollMs', 'must be ≥ 0 (0 = no polling)');
+  if (!Number.isInteger(c.serving.coldStartMinEvents) || c.serving.coldStartMinEvents < 0) fail('serving.coldStartMinEvents', 'must be an integer ≥ 0');
 }
 
 /** Paths derived from the data dir when not set explicitly. */
