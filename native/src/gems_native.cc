@@ -1,0 +1,619 @@
+// gems native kernels: float32 matrix kernels that run on tensors living in the tfjs-backend-wasm heap.
+//
+// The wasm backend keeps every tensor in one WebAssembly.Memory. JavaScript hands us that memory's ArrayBuffer and
+// byte offsets (from backend.dataIdMap), and we compute in place with OpenBLAS, single-threaded by default (two
+// threads measured slower for training on a 2-core machine, and never mix OpenBLAS threads with OpenMP).
+// Every entry point checks that each range it touches lies inside the buffer, so a bad offset throws instead of
+// corrupting memory.
+#include <node_api.h>
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+extern "C" {
+// Declared here (not only via cblas.h) so the build does not depend on which BLAS the cblas.h alternative names.
+void openblas_set_num_threads(int num_threads);
+int openblas_get_num_threads(void);
+char* openblas_get_config(void);
+char* openblas_get_corename(void);
+}
+
+namespace {
+
+// Activation codes shared with src/compute/nativeKernels.ts.
+enum Activation { kLinear = 0, kRelu = 1, kRelu6 = 2, kElu = 3, kSigmoid = 4, kLeakyRelu = 5, kPrelu = 6 };
+
+struct Heap {
+  uint8_t* data = nullptr;
+  size_t length = 0;
+};
+
+bool Throw(napi_env env, const std::string& message) {
+  napi_throw_error(env, "GEMS_NATIVE", message.c_str());
+  return false;
+}
+
+bool GetHeap(napi_env env, napi_value value, Heap* heap) {
+  bool is_ab = false;
+  napi_is_arraybuffer(env, value, &is_ab);
+  if (is_ab) {
+    void* data = nullptr;
+    size_t length = 0;
+    if (napi_get_arraybuffer_info(env, value, &data, &length) != napi_ok) return Throw(env, "cannot read heap buffer");
+    heap->data = static_cast<uint8_t*>(data);
+    heap->length = length;
+    return true;
+  }
+  bool is_ta = false;
+  napi_is_typedarray(env, value, &is_ta);
+  if (is_ta) {
+    napi_typedarray_type type;
+    size_t count = 0;
+    void* data = nullptr;
+    napi_value ab;
+    size_t byte_offset = 0;
+    if (napi_get_typedarray_info(env, value, &type, &count, &data, &ab, &byte_offset) != napi_ok) {
+      return Throw(env, "cannot read typed array");
+    }
+    size_t elem = 1;
+    switch (type) {
+      case napi_int16_array: case napi_uint16_array: elem = 2; break;
+      case napi_int32_array: case napi_uint32_array: case napi_float32_array: elem = 4; break;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: elem = 8; break;
+      default: elem = 1;
+    }
+    heap->data = static_cast<uint8_t*>(data);
+    heap->length = count * elem;
+    return true;
+  }
+  return Throw(env, "heap must be an ArrayBuffer or a typed array");
+}
+
+bool GetInt(napi_env env, napi_value value, int64_t* out, const char* name) {
+  if (napi_get_value_int64(env, value, out) != napi_ok) return Throw(env, std::string(name) + " must be a number");
+  return true;
+}
+
+bool GetDouble(napi_env env, napi_value value, double* out, const char* name) {
+  if (napi_get_value_double(env, value, out) != napi_ok) return Throw(env, std::string(name) + " must be a number");
+  return true;
+}
+
+bool GetBool(napi_env env, napi_value value, bool* out, const char* name) {
+  napi_valuetype t;
+  napi_typeof(env, value, &t);
+  if (t == napi_boolean) return napi_get_value_bool(env, value, out) == napi_ok;
+  int64_t v = 0;
+  if (!GetInt(env, value, &v, name)) return false;
+  *out = v != 0;
+  return true;
+}
+
+bool GetIntArray(napi_env env, napi_value value, std::vector<int64_t>* out, const char* name) {
+  bool is_array = false;
+  napi_is_array(env, value, &is_array);
+  if (!is_array) return Throw(env, std::string(name) + " must be an array of numbers");
+  uint32_t n = 0;
+  napi_get_array_length(env, value, &n);
+  out->resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    napi_value item;
+    napi_get_element(env, value, i, &item);
+    if (!GetInt(env, item, &(*out)[i], name)) return false;
+  }
+  return true;
+}
+
+// True when [offset, offset + bytes) lies inside the heap and offset is 4-byte aligned.
+bool CheckRange(napi_env env, const Heap& heap, int64_t offset, int64_t bytes, const char* what) {
+  if (offset < 0 || bytes < 0 || (offset & 3) != 0 || static_cast<uint64_t>(offset) + bytes > heap.length) {
+    return Throw(env, std::string(what) + ": range [" + std::to_string(offset) + ", +" + std::to_string(bytes) +
+                          ") is outside the heap of " + std::to_string(heap.length) + " bytes or misaligned");
+  }
+  return true;
+}
+
+// `slopes` (prelu only) has one slope per column; `cols` is the row length.
+void ApplyActivation(float* c, int64_t count, int act, float alpha, const float* slopes, int64_t cols) {
+  switch (act) {
+    case kRelu:
+      for (int64_t i = 0; i < count; ++i) c[i] = c[i] > 0.f ? c[i] : 0.f;
+      break;
+    case kRelu6:
+      for (int64_t i = 0; i < count; ++i) c[i] = std::min(std::max(c[i], 0.f), 6.f);
+      break;
+    case kElu:
+      for (int64_t i = 0; i < count; ++i) c[i] = c[i] >= 0.f ? c[i] : std::expm1(c[i]);
+      break;
+    case kSigmoid:
+      for (int64_t i = 0; i < count; ++i) c[i] = 1.f / (1.f + std::exp(-c[i]));
+      break;
+    case kLeakyRelu:
+      for (int64_t i = 0; i < count; ++i) c[i] = c[i] < 0.f ? alpha * c[i] : c[i];
+      break;
+    case kPrelu:
+      for (int64_t i = 0; i < count; ++i) c[i] = c[i] < 0.f ? slopes[i % cols] * c[i] : c[i];
+      break;
+    default:
+      break;
+  }
+}
+
+// exp for float32 that GCC vectorises (no libm call): Cephes expf range reduction + degree-6 polynomial,
+// ~1 ulp on [-87, 88]; inputs are clamped there (exp(-87) ≈ 1.6e-38 stands in for 0 in a softmax).
+inline float FastExp(float x) {
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  // Round x·log2(e) to nearest with the 1.5·2^23 trick (exact without -ffast-math), then x = n·ln2 + r.
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// One softmax row: returns log Σ exp(z). The wide target clone is picked at load time on CPUs with AVX2.
+__attribute__((target_clones("avx2", "default"))) float RowLogSumExp(const float* z, int64_t classes) {
+  float mx = z[0];
+#pragma omp simd reduction(max : mx)
+  for (int64_t c = 1; c < classes; ++c) mx = std::max(mx, z[c]);
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t c = 0; c < classes; ++c) sum += FastExp(z[c] - mx);
+  return mx + std::log(sum);
+}
+
+__attribute__((target_clones("avx2", "default"))) void RowSoftmaxScaled(const float* z, float lse, float g, float* d,
+                                                                         int64_t classes) {
+#pragma omp simd
+  for (int64_t c = 0; c < classes; ++c) d[c] = g * FastExp(z[c] - lse);
+}
+
+__attribute__((target_clones("avx2", "default"))) void RowSoftmax(const float* z, float* y, int64_t cols) {
+  float mx = z[0];
+#pragma omp simd reduction(max : mx)
+  for (int64_t c = 1; c < cols; ++c) mx = std::max(mx, z[c]);
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t c = 0; c < cols; ++c) {
+    y[c] = FastExp(z[c] - mx);
+    sum += y[c];
+  }
+  const float inv = 1.f / sum;
+#pragma omp simd
+  for (int64_t c = 0; c < cols; ++c) y[c] *= inv;
+}
+
+// dx = y · (dy − Σ dy·y) for one row: the softmax gradient in one pass over memory.
+__attribute__((target_clones("avx2", "default"))) void RowSoftmaxGrad(const float* y, const float* dy, float* dx,
+                                                                       int64_t cols) {
+  float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+  for (int64_t c = 0; c < cols; ++c) dot += dy[c] * y[c];
+#pragma omp simd
+  for (int64_t c = 0; c < cols; ++c) dx[c] = y[c] * (dy[c] - dot);
+}
+
+napi_value MakeUndefined(napi_env env) {
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
+// matmul(heap, aOff, bOff, cOff, batch, m, n, k, transA, transB, strideA, strideB, biasOff, act, alpha, preluOff)
+// C[b] = act(op(A[b]) · op(B[b]) + bias) for b < batch; A[b] starts at aOff + b·strideA floats (strideA = 0
+// broadcasts one matrix over the batch), likewise B. biasOff < 0 means no bias; the bias has n floats, as do the
+// prelu slopes at preluOff (act = prelu).
+napi_value MatMul(napi_env env, napi_callback_info info) {
+  size_t argc = 16;
+  napi_value argv[16];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 12) {
+    Throw(env, "matmul expects (heap, aOff, bOff, cOff, batch, m, n, k, transA, transB, strideA, strideB, "
+               "[biasOff, act, alpha, preluOff])");
+    return nullptr;
+  }
+  Heap heap;
+  int64_t a_off, b_off, c_off, batch, m, n, k, stride_a, stride_b, bias_off = -1, act = kLinear, prelu_off = -1;
+  bool trans_a = false, trans_b = false;
+  double alpha = 0;
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &a_off, "aOff") || !GetInt(env, argv[2], &b_off, "bOff") ||
+      !GetInt(env, argv[3], &c_off, "cOff") || !GetInt(env, argv[4], &batch, "batch") ||
+      !GetInt(env, argv[5], &m, "m") || !GetInt(env, argv[6], &n, "n") || !GetInt(env, argv[7], &k, "k") ||
+      !GetBool(env, argv[8], &trans_a, "transA") || !GetBool(env, argv[9], &trans_b, "transB") ||
+      !GetInt(env, argv[10], &stride_a, "strideA") || !GetInt(env, argv[11], &stride_b, "strideB")) {
+    return nullptr;
+  }
+  if (argc > 12 && !GetInt(env, argv[12], &bias_off, "biasOff")) return nullptr;
+  if (argc > 13 && !GetInt(env, argv[13], &act, "act")) return nullptr;
+  if (argc > 14 && !GetDouble(env, argv[14], &alpha, "alpha")) return nullptr;
+  if (argc > 15 && !GetInt(env, argv[15], &prelu_off, "preluOff")) return nullptr;
+  if (batch < 0 || m < 0 || n < 0 || k < 0 || stride_a < 0 || stride_b < 0 || act < kLinear || act > kPrelu || (act == kPrelu && prelu_off < 0)) {
+    Throw(env, "matmul: negative dimension/stride or unknown activation");
+    return nullptr;
+  }
+  if (batch == 0 || m == 0 || n == 0) return MakeUndefined(env);
+  const int64_t a_last = (batch - 1) * stride_a * 4 + m * k * 4;
+  const int64_t b_last = (batch - 1) * stride_b * 4 + k * n * 4;
+  if (!CheckRange(env, heap, a_off, a_last, "matmul A") || !CheckRange(env, heap, b_off, b_last, "matmul B") ||
+      !CheckRange(env, heap, c_off, batch * m * n * 4, "matmul C") ||
+      (bias_off >= 0 && !CheckRange(env, heap, bias_off, n * 4, "matmul bias")) ||
+      (act == kPrelu && !CheckRange(env, heap, prelu_off, n * 4, "matmul prelu slopes"))) {
+    return nullptr;
+  }
+  float* base = reinterpret_cast<float*>(heap.data);
+  const float* bias = bias_off >= 0 ? base + bias_off / 4 : nullptr;
+  const float* slopes = act == kPrelu ? base + prelu_off / 4 : nullptr;
+  const int lda = static_cast<int>(trans_a ? m : k);
+  const int ldb = static_cast<int>(trans_b ? k : n);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* A = base + a_off / 4 + b * stride_a;
+    const float* B = base + b_off / 4 + b * stride_b;
+    float* C = base + c_off / 4 + b * m * n;
+    float beta = 0.f;
+    if (bias != nullptr) {
+      for (int64_t i = 0; i < m; ++i) std::memcpy(C + i * n, bias, n * sizeof(float));
+      beta = 1.f;
+    }
+    if (k == 0) {
+      if (bias == nullptr) std::memset(C, 0, m * n * sizeof(float));
+    } else {
+      cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+                  static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.f, A, lda, B, ldb, beta, C,
+                  static_cast<int>(n));
+    }
+    if (act != kLinear) ApplyActivation(C, m * n, static_cast<int>(act), static_cast<float>(alpha), slopes, n);
+  }
+  return MakeUndefined(env);
+}
+
+// Copies a 2-D tile: out[j][i] = in[i][j] for i < rows, j < cols with row strides in_ld / out_ld (elements).
+void TransposeTile(const uint32_t* in, uint32_t* out, int64_t rows, int64_t cols, int64_t in_ld, int64_t out_ld) {
+  constexpr int64_t kBlock = 32;
+  for (int64_t i0 = 0; i0 < rows; i0 += kBlock) {
+    const int64_t i1 = std::min(rows, i0 + kBlock);
+    for (int64_t j0 = 0; j0 < cols; j0 += kBlock) {
+      const int64_t j1 = std::min(cols, j0 + kBlock);
+      for (int64_t j = j0; j < j1; ++j) {
+        uint32_t* o = out + j * out_ld;
+        for (int64_t i = i0; i < i1; ++i) o[i] = in[i * in_ld + j];
+      }
+    }
+  }
+}
+
+// transpose(heap, xOff, outOff, shape, perm): out = transpose(x, perm) for 4-byte elements (float32 / int32).
+napi_value Transpose(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 5) {
+    Throw(env, "transpose expects (heap, xOff, outOff, shape, perm)");
+    return nullptr;
+  }
+  Heap heap;
+  int64_t x_off, out_off;
+  std::vector<int64_t> shape, perm;
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &x_off, "xOff") ||
+      !GetInt(env, argv[2], &out_off, "outOff") || !GetIntArray(env, argv[3], &shape, "shape") ||
+      !GetIntArray(env, argv[4], &perm, "perm")) {
+    return nullptr;
+  }
+  const size_t rank = shape.size();
+  if (perm.size() != rank) {
+    Throw(env, "transpose: perm length differs from rank");
+    return nullptr;
+  }
+  std::vector<bool> seen(rank, false);
+  int64_t size = 1;
+  for (size_t i = 0; i < rank; ++i) {
+    if (perm[i] < 0 || static_cast<size_t>(perm[i]) >= rank || seen[perm[i]] || shape[i] < 0) {
+      Throw(env, "transpose: perm is not a permutation of the axes, or a dimension is negative");
+      return nullptr;
+    }
+    seen[perm[i]] = true;
+    size *= shape[i];
+  }
+  if (!CheckRange(env, heap, x_off, size * 4, "transpose x") ||
+      !CheckRange(env, heap, out_off, size * 4, "transpose out")) {
+    return nullptr;
+  }
+  if (size == 0) return MakeUndefined(env);
+  const uint32_t* x = reinterpret_cast<const uint32_t*>(heap.data + x_off);
+  uint32_t* out = reinterpret_cast<uint32_t*>(heap.data + out_off);
+
+  // Input strides, then output dims described by (size, input stride), dropping size-1 dims and merging output
+  // neighbours that are also neighbours in the input (their combined stride stays regular).
+  std::vector<int64_t> in_stride(rank);
+  int64_t s = 1;
+  for (size_t i = rank; i-- > 0;) {
+    in_stride[i] = s;
+    s *= shape[i];
+  }
+  std::vector<int64_t> dims, strides;
+  for (size_t j = 0; j < rank; ++j) {
+    const int64_t d = shape[perm[j]], st = in_stride[perm[j]];
+    if (d == 1) continue;
+    if (!dims.empty() && strides.back() == st * d) {
+      dims.back() *= d;
+      strides.back() = st;
+    } else {
+      dims.push_back(d);
+      strides.push_back(st);
+    }
+  }
+  const size_t r = dims.size();
+  if (r <= 1) {
+    std::memcpy(out, x, size * 4);
+    return MakeUndefined(env);
+  }
+  std::vector<int64_t> out_stride(r);
+  s = 1;
+  for (size_t j = r; j-- > 0;) {
+    out_stride[j] = s;
+    s *= dims[j];
+  }
+  const size_t a = r - 1;  // output's innermost dim
+  size_t b = 0;            // output position of the input's innermost dim (stride 1)
+  for (size_t j = 0; j < r; ++j)
+    if (strides[j] == 1) b = j;
+  // Odometer over every dim except a and b; each step copies one contiguous row (b == a) or transposes one tile.
+  std::vector<size_t> outer;
+  for (size_t j = 0; j < r; ++j)
+    if (j != a && j != b) outer.push_back(j);
+  std::vector<int64_t> idx(outer.size(), 0);
+  int64_t in_base = 0, out_base = 0;
+  while (true) {
+    if (b == a) {
+      std::memcpy(out + out_base, x + in_base, dims[a] * 4);
+    } else {
+      // Tile rows follow dim b (contiguous in the input), columns follow dim a (contiguous in the output).
+      TransposeTile(x + in_base, out + out_base, dims[a], dims[b], strides[a], out_stride[b]);
+    }
+    size_t q = outer.size();
+    while (q > 0) {
+      --q;
+      const size_t j = outer[q];
+      if (++idx[q] < dims[j]) {
+        in_base += strides[j];
+        out_base += out_stride[j];
+        break;
+      }
+      in_base -= strides[j] * (dims[j] - 1);
+      out_base -= out_stride[j] * (dims[j] - 1);
+      idx[q] = 0;
+      if (q == 0) return MakeUndefined(env);
+    }
+    if (outer.empty()) return MakeUndefined(env);
+  }
+}
+
+// softmaxXent(heap, logitsOff, labelsOff, lossOff, lseOff, rows, classes)
+// For each row: lse = log Σ exp(logits), loss = lse − logits[label] (label < 0 ⇒ loss 0, row ignored).
+napi_value SoftmaxXent(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 7) {
+    Throw(env, "softmaxXent expects (heap, logitsOff, labelsOff, lossOff, lseOff, rows, classes)");
+    return nullptr;
+  }
+  Heap heap;
+  int64_t lo, la, lso, lseo, rows, classes;
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &lo, "logitsOff") ||
+      !GetInt(env, argv[2], &la, "labelsOff") || !GetInt(env, argv[3], &lso, "lossOff") ||
+      !GetInt(env, argv[4], &lseo, "lseOff") || !GetInt(env, argv[5], &rows, "rows") ||
+      !GetInt(env, argv[6], &classes, "classes")) {
+    return nullptr;
+  }
+  if (rows < 0 || classes <= 0 || !CheckRange(env, heap, lo, rows * classes * 4, "softmaxXent logits") ||
+      !CheckRange(env, heap, la, rows * 4, "softmaxXent labels") ||
+      !CheckRange(env, heap, lso, rows * 4, "softmaxXent loss") ||
+      !CheckRange(env, heap, lseo, rows * 4, "softmaxXent lse")) {
+    return nullptr;
+  }
+  const float* logits = reinterpret_cast<const float*>(heap.data + lo);
+  const int32_t* labels = reinterpret_cast<const int32_t*>(heap.data + la);
+  float* loss = reinterpret_cast<float*>(heap.data + lso);
+  float* lse = reinterpret_cast<float*>(heap.data + lseo);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * classes;
+    const float l = RowLogSumExp(z, classes);
+    lse[r] = l;
+    const int32_t y = labels[r];
+    loss[r] = (y >= 0 && y < classes) ? l - z[y] : 0.f;
+  }
+  return MakeUndefined(env);
+}
+
+// softmaxXentGrad(heap, logitsOff, labelsOff, lseOff, dyOff, dxOff, rows, classes)
+// dx[r, c] = dy[r] · (exp(logits[r, c] − lse[r]) − [c == label[r]]); ignored rows (label < 0) get 0.
+napi_value SoftmaxXentGrad(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 8) {
+    Throw(env, "softmaxXentGrad expects (heap, logitsOff, labelsOff, lseOff, dyOff, dxOff, rows, classes)");
+    return nullptr;
+  }
+  Heap heap;
+  int64_t lo, la, lseo, dyo, dxo, rows, classes;
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &lo, "logitsOff") ||
+      !GetInt(env, argv[2], &la, "labelsOff") || !GetInt(env, argv[3], &lseo, "lseOff") ||
+      !GetInt(env, argv[4], &dyo, "dyOff") || !GetInt(env, argv[5], &dxo, "dxOff") ||
+      !GetInt(env, argv[6], &rows, "rows") || !GetInt(env, argv[7], &classes, "classes")) {
+    return nullptr;
+  }
+  if (rows < 0 || classes <= 0 || !CheckRange(env, heap, lo, rows * classes * 4, "softmaxXentGrad logits") ||
+      !CheckRange(env, heap, la, rows * 4, "softmaxXentGrad labels") ||
+      !CheckRange(env, heap, lseo, rows * 4, "softmaxXentGrad lse") ||
+      !CheckRange(env, heap, dyo, rows * 4, "softmaxXentGrad dy") ||
+      !CheckRange(env, heap, dxo, rows * classes * 4, "softmaxXentGrad dx")) {
+    return nullptr;
+  }
+  const float* logits = reinterpret_cast<const float*>(heap.data + lo);
+  const int32_t* labels = reinterpret_cast<const int32_t*>(heap.data + la);
+  const float* lse = reinterpret_cast<const float*>(heap.data + lseo);
+  const float* dy = reinterpret_cast<const float*>(heap.data + dyo);
+  float* dx = reinterpret_cast<float*>(heap.data + dxo);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* z = logits + r * classes;
+    float* d = dx + r * classes;
+    const int32_t y = labels[r];
+    if (y < 0 || y >= classes) {
+      std::memset(d, 0, classes * sizeof(float));
+      continue;
+    }
+    RowSoftmaxScaled(z, lse[r], dy[r], d, classes);
+    d[y] -= dy[r];
+  }
+  return MakeUndefined(env);
+}
+
+// softmax(heap, xOff, yOff, rows, cols): row-wise softmax over the last axis.
+napi_value Softmax(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t xo, yo, rows, cols;
+  if (argc < 5) {
+    Throw(env, "softmax expects (heap, xOff, yOff, rows, cols)");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &xo, "xOff") || !GetInt(env, argv[2], &yo, "yOff") ||
+      !GetInt(env, argv[3], &rows, "rows") || !GetInt(env, argv[4], &cols, "cols")) {
+    return nullptr;
+  }
+  if (rows < 0 || cols <= 0 || !CheckRange(env, heap, xo, rows * cols * 4, "softmax x") ||
+      !CheckRange(env, heap, yo, rows * cols * 4, "softmax y")) {
+    return nullptr;
+  }
+  const float* x = reinterpret_cast<const float*>(heap.data + xo);
+  float* y = reinterpret_cast<float*>(heap.data + yo);
+  for (int64_t r = 0; r < rows; ++r) RowSoftmax(x + r * cols, y + r * cols, cols);
+  return MakeUndefined(env);
+}
+
+// softmaxGrad(heap, yOff, dyOff, dxOff, rows, cols): dx = y · (dy − Σ dy·y) row-wise.
+napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t yo, dyo, dxo, rows, cols;
+  if (argc < 6) {
+    Throw(env, "softmaxGrad expects (heap, yOff, dyOff, dxOff, rows, cols)");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &yo, "yOff") || !GetInt(env, argv[2], &dyo, "dyOff") ||
+      !GetInt(env, argv[3], &dxo, "dxOff") || !GetInt(env, argv[4], &rows, "rows") || !GetInt(env, argv[5], &cols, "cols")) {
+    return nullptr;
+  }
+  if (rows < 0 || cols <= 0 || !CheckRange(env, heap, yo, rows * cols * 4, "softmaxGrad y") ||
+      !CheckRange(env, heap, dyo, rows * cols * 4, "softmaxGrad dy") ||
+      !CheckRange(env, heap, dxo, rows * cols * 4, "softmaxGrad dx")) {
+    return nullptr;
+  }
+  const float* y = reinterpret_cast<const float*>(heap.data + yo);
+  const float* dy = reinterpret_cast<const float*>(heap.data + dyo);
+  float* dx = reinterpret_cast<float*>(heap.data + dxo);
+  for (int64_t r = 0; r < rows; ++r) RowSoftmaxGrad(y + r * cols, dy + r * cols, dx + r * cols, cols);
+  return MakeUndefined(env);
+}
+
+// blasBench(m, n, k, iterations): seconds per sgemm on private buffers — the BLAS's own rate, no tfjs involved.
+napi_value BlasBench(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int64_t m = 0, n = 0, k = 0, iters = 0;
+  if (argc < 4 || !GetInt(env, argv[0], &m, "m") || !GetInt(env, argv[1], &n, "n") || !GetInt(env, argv[2], &k, "k") ||
+      !GetInt(env, argv[3], &iters, "iterations")) {
+    if (argc < 4) Throw(env, "blasBench expects (m, n, k, iterations)");
+    return nullptr;
+  }
+  if (m <= 0 || n <= 0 || k <= 0 || iters <= 0) {
+    Throw(env, "blasBench: sizes and iterations must be positive");
+    return nullptr;
+  }
+  std::vector<float> A(m * k), B(k * n), C(m * n);
+  for (size_t i = 0; i < A.size(); ++i) A[i] = static_cast<float>((i * 7919) % 1000) / 1000.f - 0.5f;
+  for (size_t i = 0; i < B.size(); ++i) B[i] = static_cast<float>((i * 104729) % 1000) / 1000.f - 0.5f;
+  // One warm-up call so packing buffers are allocated before timing.
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.f, A.data(), k, B.data(), n, 0.f, C.data(), n);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.f, A.data(), k, B.data(), n, 0.f, C.data(), n);
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  napi_value out;
+  napi_create_double(env, secs / static_cast<double>(iters), &out);
+  return out;
+}
+
+// setThreads(n) / info(): BLAS thread count and build description for logs.
+napi_value SetThreads(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  int64_t n = 1;
+  if (argc < 1 || !GetInt(env, argv[0], &n, "threads")) {
+    if (argc < 1) Throw(env, "setThreads expects (threads)");
+    return nullptr;
+  }
+  openblas_set_num_threads(static_cast<int>(std::max<int64_t>(1, n)));
+  return MakeUndefined(env);
+}
+
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value obj, blas, threads, config, core;
+  napi_create_object(env, &obj);
+  napi_create_string_utf8(env, "openblas", NAPI_AUTO_LENGTH, &blas);
+  napi_create_int32(env, openblas_get_num_threads(), &threads);
+  napi_create_string_utf8(env, openblas_get_config(), NAPI_AUTO_LENGTH, &config);
+  napi_create_string_utf8(env, openblas_get_corename(), NAPI_AUTO_LENGTH, &core);
+  napi_set_named_property(env, obj, "blas", blas);
+  napi_set_named_property(env, obj, "threads", threads);
+  napi_set_named_property(env, obj, "config", config);
+  napi_set_named_property(env, obj, "core", core);
+  return obj;
+}
+
+napi_value Init(napi_env env, napi_value exports) {
+  // Single-threaded unless the loader asked otherwise through OPENBLAS_NUM_THREADS (read by OpenBLAS at load).
+  const char* env_threads = std::getenv("OPENBLAS_NUM_THREADS");
+  openblas_set_num_threads(env_threads != nullptr ? std::max(1, std::atoi(env_threads)) : 1);
+  const napi_property_descriptor props[] = {
+      {"matmul", nullptr, MatMul, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"transpose", nullptr, Transpose, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"softmax", nullptr, Softmax, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"softmaxGrad", nullptr, SoftmaxGrad, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"softmaxXent", nullptr, SoftmaxXent, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"softmaxXentGrad", nullptr, SoftmaxXentGrad, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"blasBench", nullptr, BlasBench, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+  return exports;
+}
+
+}  // namespace
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
