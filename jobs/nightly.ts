@@ -1,9 +1,12 @@
 // The lifecycle recompression job (DESIGN §3; run nightly by jobs/scheduler.ts, once by `gems compress`).
 //
 // For each user of its shard whose lifecycle segment changed since the memory's watermark (or whose memory was made
-// by another compressor version, or who has none), it reads the history through the store's streaming scan, folds
-// the lifecycle events into the user's QLA state — only the events that crossed the T_mid boundary since the last
-// run when the stored state allows it, all of them otherwise — and writes the memories in batches.
+// by another compressor version, or who has none), it folds the lifecycle events into the user's QLA state and
+// writes the memories in batches. A user with a usable memory costs in proportion to its new events: only the tail
+// of its history from the memory's last covered event on is read (the events that crossed the T_mid boundary since
+// the last run, plus the last T_mid), and only the crossed events are folded in. Users that need their whole
+// lifecycle (no memory, another compressor version, --full, or a back-filled older event) come from the store's
+// streaming scan (or one full read when the tail shows a back-fill).
 //
 // Crash safety: a checkpoint file records the last user finished and, before each batch write, the batch being
 // written ("pending", with a unique stamp put into every memory's createdAt). Memory-store batch writes are atomic,
@@ -15,7 +18,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { resolvedPaths, type GemsConfig } from '../src/config/config.js';
 import { Database } from '../src/data/db.js';
-import { cutStreams, type History } from '../src/data/events.js';
+import { cutStreams, sliceHistory, type History } from '../src/data/events.js';
 import type { HistoryStore } from '../src/data/historyStore.js';
 import type { Compressor } from '../src/lifecycle/compressor.js';
 import { CorruptMemoryError, type LifecycleMemory, type MemoryStore } from '../src/lifecycle/memory.js';
@@ -230,6 +233,54 @@ export function planUser(memory: LifecycleMemory | null, lifecycle: History, com
   return { kind: 'incremental', from: covered, state: memory.state };
 }
 
+/**
+ * Lifecycle events to fold into a state: rows [from, lifecycle.length) of `lifecycle`, whose row 0 is event `base` of
+ * the user's whole lifecycle segment; no `state` = compress from scratch.
+ */
+interface TailWork {
+  lifecycle: History;
+  from: number;
+  base: number;
+  state?: Float32Array;
+}
+
+/**
+ * Plans a user with a memory of this compressor version from a tail read: the lifecycle segment is the first
+ * (events − tMid) events, the memory covers its first `covered`, so only the last (events − covered + 1) events are
+ * needed — the one before the new ones checks that the covered prefix still ends where the memory says (a
+ * back-filled older event shifts it: then 'full'). `events` comes from the store's per-user counter.
+ */
+async function readTail(history: HistoryStore, userId: number, events: number, tMid: number, memory: LifecycleMemory | null, compressor: Compressor): Promise<TailWork | 'full' | 'unchanged'> {
+  if (!memory || memory.header.compressorVersion !== compressor.version) return 'full';
+  if (!memory.state || memory.state.length !== compressor.stateLength) return 'full';
+  const covered = memory.header.eventsCovered;
+  const lifecycleLength = Math.max(0, events - tMid);
+  if (!Number.isInteger(covered) || covered < 0 || covered > lifecycleLength) return 'full';
+  if (covered === 0 && lifecycleLength === 0) return 'unchanged'; // no lifecycle yet: nothing to read
+  const base = covered > 0 ? covered - 1 : 0;
+  const need = events - base;
+  const w = memory.header.watermark;
+  let tail: History | null = null;
+  let at = 0;
+  if (covered > 0 && Number.isSafeInteger(w - 1)) {
+    // One read of the events from the watermark's time on (ts ≥ w: Parquet statistics skip the older row groups).
+    // It is a suffix of the history, so event `base` is its row (length − need) when it holds that many.
+    const since = await history.userHistory(userId, undefined, { after: { ts: w - 1, seq: 2147483647 } });
+    at = since.length - need;
+    if (at >= 0 && watermarkOf(sliceHistory(since, at, at + 1), 1) === w) tail = since;
+  }
+  if (!tail) {
+    // No timestamps (the watermark is a seq), or the prefix moved: read the last `need` events by count.
+    tail = await history.userHistory(userId, undefined, { lastN: need });
+    at = 0;
+    if (tail.length !== need) return 'full'; // the history changed under us: take the safe path
+  }
+  const life = sliceHistory(tail, at, at + lifecycleLength - base);
+  if (covered > 0 && watermarkOf(life, 1) !== w) return 'full';
+  if (covered === lifecycleLength) return 'unchanged';
+  return { lifecycle: life, from: covered - base, base, state: memory.state };
+}
+
 export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSummary> {
   const { config, history, memories, compressor } = opts;
   const shard = opts.shard ?? { index: 0, count: 1 };
@@ -343,28 +394,81 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
       delta = zeroCounts();
     };
 
-    if (remaining.length > 0) {
-      for await (const h of history.scanHistories({ shard, userIds: remaining, afterUserId: run.lastUserId })) {
+    // Users without a usable memory (none, another compressor version, --full) need their whole lifecycle: they come
+    // from one streaming scan. The others only need the events that crossed T_mid since their memory's watermark:
+    // a tail read of the last (events − covered + 1) events, whose first row re-checks the watermark.
+    const needFull = new Set<number>();
+    if (run.full) {
+      for (const u of remaining) needFull.add(u);
+    } else {
+      for (let i = 0; i < remaining.length; i += 1024) {
+        const ids = Array.from(remaining.subarray(i, i + 1024));
+        const headers = await memories.getHeaders(ids).catch(() => Promise.all(ids.map((u) => memories.getHeader(u).catch(() => null))));
+        ids.forEach((u, j) => {
+          const h = headers[j];
+          if (!h || h.compressorVersion !== compressor.version) needFull.add(u);
+        });
+      }
+    }
+    const tailUsers = remaining.filter((u) => !needFull.has(u));
+    const counts = new Map<number, number>();
+    for (let i = 0; i < tailUsers.length; i += 4096) {
+      const ids = tailUsers.subarray(i, i + 4096);
+      const n = await history.userEventCounts(ids);
+      ids.forEach((u, j) => counts.set(u, n[j]!));
+    }
+    const scan = needFull.size > 0 ? history.scanHistories({ shard, userIds: Int32Array.from(needFull), afterUserId: run.lastUserId })[Symbol.asyncIterator]() : null;
+    const nextScanned = async (u: number): Promise<History> => {
+      const r = await scan!.next();
+      if (r.done || r.value.userId !== u) {
+        throw new Error(`history scan returned ${r.done ? 'nothing' : `user ${r.value.userId}`} where user ${u} was expected`);
+      }
+      return r.value;
+    };
+    const fullLifecycle = async (u: number): Promise<History> => cutStreams(await history.userHistory(u), tRecent, tMid).lifecycle;
+
+    try {
+      for (const u of remaining) {
         if (opts.signal?.aborted) break;
-        if (h.userId <= run.lastUserId || shardOf(h.userId, shard.count) !== shard.index) {
-          throw new Error(`history scan returned user ${h.userId}, outside shard ${shard.index}/${shard.count} or before the checkpoint (${run.lastUserId})`);
+        if (u <= run.lastUserId || shardOf(u, shard.count) !== shard.index) {
+          throw new Error(`user ${u} is outside shard ${shard.index}/${shard.count} or before the checkpoint (${run.lastUserId})`);
         }
+        // A scanned history is consumed even if compressing it fails, so the scan stays in step with `remaining`.
+        const scanned = needFull.has(u) ? await nextScanned(u) : null;
         try {
           let memory: LifecycleMemory | null = null;
           try {
-            memory = run.full ? null : await memories.get(h.userId);
+            memory = run.full ? null : await memories.get(u);
           } catch (e) {
             if (!(e instanceof CorruptMemoryError)) throw e;
-            log.warn('stored memory is corrupt; recompressing from scratch', { user: h.userId, error: e.message });
+            log.warn('stored memory is corrupt; recompressing from scratch', { user: u, error: e.message });
           }
-          const lifecycle = cutStreams(h, tRecent, tMid).lifecycle;
-          const plan = planUser(memory, lifecycle, compressor, run.full);
-          if (plan.kind === 'unchanged') {
+          let work: TailWork | null = null;
+          if (scanned) {
+            const lifecycle = cutStreams(scanned, tRecent, tMid).lifecycle;
+            const plan = planUser(memory, lifecycle, compressor, run.full);
+            work = plan.kind === 'unchanged' ? null : plan.kind === 'full' ? { lifecycle, from: 0, base: 0 } : { lifecycle, from: plan.from, base: 0, state: plan.state };
+          } else {
+            const tail = await readTail(history, u, counts.get(u) ?? 0, tMid, memory, compressor);
+            if (tail === 'unchanged') work = null;
+            else if (tail === 'full') work = { lifecycle: await fullLifecycle(u), from: 0, base: 0 };
+            else work = tail;
+          }
+          if (work === null) {
             delta.usersUnchanged++;
           } else {
-            const res = plan.kind === 'full' ? compressor.compress(lifecycle) : compressor.compress(lifecycle, plan.from, plan.state);
+            const { lifecycle, from, base, state } = work;
+            let res;
+            try {
+              res = compressor.compress(lifecycle, from, state);
+            } catch (e) {
+              // Name the event by its index in the whole lifecycle, not in the tail that was read.
+              const m = /^event (\d+) (of user .*)$/s.exec((e as Error).message);
+              throw m ? new Error(`event ${Number(m[1]) + base} ${m[2]}`) : e;
+            }
+            const covered = base + lifecycle.length;
             batch.push({
-              userId: h.userId,
+              userId: u,
               header: {
                 formatVersion: MEMORY_FORMAT_VERSION,
                 compressorVersion: compressor.version,
@@ -372,27 +476,30 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
                 dim: compressor.weights.qla.dim,
                 dtype: config.lifecycle.dtype,
                 watermark: watermarkOf(lifecycle, lifecycle.length),
-                eventsCovered: lifecycle.length,
+                eventsCovered: covered,
                 createdAt: 0,
               },
               vectors: res.vectors,
               state: res.state,
             });
             delta.users++;
-            if (plan.kind === 'full') delta.usersFull++;
+            if (state === undefined) delta.usersFull++;
             else delta.usersIncremental++;
             delta.events += res.folded;
           }
         } catch (e) {
           const reason = (e as Error).message || String(e);
           delta.failures++;
-          log.warn('user failed to compress', { run_id: run.runId, user: h.userId, reason });
-          await recorder.failure(run.runId, h.userId, reason);
+          log.warn('user failed to compress', { run_id: run.runId, user: u, reason });
+          await recorder.failure(run.runId, u, reason);
         }
-        lastSeen = h.userId;
+        lastSeen = u;
         bar.tick(1, { events: run.counts.events + delta.events });
         if (batch.length >= batchSize) await flush();
       }
+    } finally {
+      // Stop the scan's prefetch when the loop ends early (abort or error).
+      await scan?.return?.();
     }
     await flush();
 

@@ -52,7 +52,7 @@ export class Database {
       instance = await DuckDBInstance.create(path, opts.readOnly ? { access_mode: 'READ_ONLY' } : {});
     } catch (e) {
       const msg = (e as Error).message;
-      if (/lock/i.test(msg)) throw new Error(`DuckDB file ${path} is locked by another process (${msg})`);
+      if (/lock/i.test(msg)) throw new Error(`DuckDB file ${path} is locked by another process (${msg})`, { cause: e });
       throw e;
     }
     const conn = await instance.connect();

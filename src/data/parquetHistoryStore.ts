@@ -5,7 +5,9 @@
 // groups, so Parquet min/max statistics let DuckDB skip row groups of other users. One user's history lives in the
 // objects of one bucket only; the `partitions` table (manifest) gives each object's bucket and user range, so a read
 // opens only the few objects that can hold the user. The nightly job finds changed users from the `users` table
-// (last event ts, last ingestion time) without listing objects.
+// (last event ts, last ingestion time) without listing objects. A tail read (`userHistory(u, asOf, { lastN })`,
+// `userStreams(…, { lifecycle: 'count' })`) first reads the narrow ts column to find the time of the n-th newest
+// event, then every column only from that time on, so ts statistics skip the user's older row groups.
 //
 // Crash safety: a batch's objects are uploaded first; then its manifest rows, user and item counters (and, for file
 // ingests, the file's content hash) are committed in one DuckDB transaction. Reads only see objects in the manifest,
@@ -20,6 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
+  BIGINT,
   DOUBLE,
   DuckDBDataChunk,
   FLOAT,
@@ -40,8 +43,8 @@ import { resolvedPaths, type GemsConfig } from '../config/config.js';
 import { hash32 } from '../util/random.js';
 import { logger } from '../util/log.js';
 import { Database } from './db.js';
-import { cutStreams, emptyHistory, sliceHistory, type EventColumns, type History, type Item, type Streams } from './events.js';
-import type { AppendResult, AsOf, HistoryStore, ItemColumns, ScanOptions, StoreStats } from './historyStore.js';
+import { cutStreams, emptyHistory, sliceHistory, type EventColumns, type History, type Item } from './events.js';
+import type { AppendResult, AsOf, HistoryRange, HistoryStore, ItemColumns, ScanOptions, StoredStreams, StoreStats, StreamOptions } from './historyStore.js';
 import { openObjectStore } from './openObjectStore.js';
 import type { ObjectInfo, ObjectStore } from './objectStore.js';
 
@@ -183,16 +186,26 @@ function vectorItems(v: DuckDBVector): ArrayLike<number> {
 }
 
 /**
- * (offset, length) of list rows. The binding keeps them as 64-bit pairs; reading them as BigInts allocates two
- * per row, so read the low 32-bit words instead (little-endian, and a chunk's child vector is far below 2^32).
+ * List rows' (offset, length) as 32-bit words: row i's offset is word 4i, its length word 4i+2. The binding keeps
+ * them as 64-bit pairs; reading them as BigInts allocates two per row, so read the low words (little-endian, and a
+ * chunk's child vector is far below 2^32). Null when the binding does not expose them (then ask per row).
  */
-function listEntries(lv: DuckDBListVector, rows: number): { offset(i: number): number; length(i: number): number } {
+function entryWords(lv: DuckDBListVector, rows: number): Uint32Array | null {
   const data = (lv as unknown as { entryData?: unknown }).entryData;
-  if (data instanceof BigUint64Array && data.length >= rows * 2 && new Uint8Array(new Uint16Array([1]).buffer)[0] === 1) {
-    const u32 = new Uint32Array(data.buffer, data.byteOffset, rows * 4);
-    return { offset: (i) => u32[i * 4]!, length: (i) => u32[i * 4 + 2]! };
-  }
-  return { offset: (i) => lv.getEntryOffset(i), length: (i) => lv.getEntryLength(i) };
+  if (data instanceof BigUint64Array && data.length >= rows * 2 && LITTLE_ENDIAN) return new Uint32Array(data.buffer, data.byteOffset, rows * 4);
+  return null;
+}
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** The first m items of a vector's numbers, as a view when it is a typed array. */
+function prefix(src: ArrayLike<number>, m: number): ArrayLike<number> {
+  if (src.length === m) return src;
+  return slicePart(src, 0, m);
+}
+
+function slicePart(src: ArrayLike<number>, start: number, end: number): ArrayLike<number> {
+  const sub = (src as { subarray?: (s: number, e: number) => ArrayLike<number> }).subarray;
+  return sub ? sub.call(src, start, end) : (Array.prototype.slice.call(src, start, end) as number[]);
 }
 
 /** Columns of an event query: user_id?, item_id, ts, seq, author_id, tags, play_ms, duration_ms, labels (no NULLs). */
@@ -212,65 +225,116 @@ class EventChunks {
 
   /** Flattens the chunks into typed columns. */
   columns(): EventColumns & { userIdAll: Int32Array } {
-    const n = this.length;
-    const off = this.withUser ? 1 : 0;
-    const userId = new Int32Array(this.withUser ? n : 0);
-    const itemId = new Int32Array(n);
-    const ts = new Float64Array(n);
-    const seq = new Int32Array(n);
-    const authorId = new Int32Array(n);
-    const playMs = new Float32Array(n);
-    const durationMs = new Float32Array(n);
-    const labels = new Uint8Array(n);
-    const tagOffsets = new Int32Array(n + 1);
-    const tagParts: { child: ArrayLike<number>; sub: ((s: number, e: number) => ArrayLike<number>) | undefined; start: number; end: number }[] = [];
-    let row = 0;
-    let tagCount = 0;
-    for (const chunk of this.chunks) {
-      const m = chunk.rowCount;
-      const set = (dst: { set(a: ArrayLike<number>, o: number): void }, col: number) => {
-        const src = vectorItems(chunk.getColumnVector(col));
-        dst.set(src.length === m ? src : Array.prototype.slice.call(src, 0, m), row);
-      };
-      if (this.withUser) set(userId, 0);
-      set(itemId, off);
-      set(ts, off + 1);
-      set(seq, off + 2);
-      set(authorId, off + 3);
-      set(playMs, off + 5);
-      set(durationMs, off + 6);
-      set(labels, off + 7);
-      const lv = chunk.getColumnVector(off + 4) as DuckDBListVector;
-      const child = vectorItems(lv.childVector);
-      // List entries of one chunk are contiguous and in row order in the child vector.
-      const entries = listEntries(lv, m);
-      // The writer never stores NULL tag lists (it writes []); a NULL read anyway counts as empty.
-      const validity = (lv as unknown as { validity?: { data?: unknown; itemValid(i: number): boolean } }).validity;
-      const mayBeNull = !validity || validity.data != null;
-      const sub = (child as unknown as { subarray?: (s: number, e: number) => ArrayLike<number> }).subarray;
-      for (let i = 0; i < m; i++) {
-        const len = mayBeNull && validity && !validity.itemValid(i) ? 0 : entries.length(i);
-        if (len > 0) {
-          const o = entries.offset(i);
-          // Consecutive rows are usually adjacent in the child vector: extend the previous part.
-          const last = tagParts[tagParts.length - 1];
-          if (last && last.end === o && last.child === child) last.end = o + len;
-          else tagParts.push({ child, sub, start: o, end: o + len });
-        }
-        tagCount += len;
-        tagOffsets[row + i + 1] = tagCount;
-      }
-      row += m;
-    }
-    const tagIds = new Int32Array(tagCount);
-    let t = 0;
-    for (const p of tagParts) {
-      const part = p.sub ? p.sub.call(p.child, p.start, p.end) : (Array.prototype.slice.call(p.child, p.start, p.end) as number[]);
-      tagIds.set(part, t);
-      t += p.end - p.start;
-    }
-    return { length: n, userId, userIdAll: userId, itemId, ts, seq, authorId, tagOffsets, tagIds, playMs, durationMs, labels, source: '' };
+    return gatherRows(
+      this.chunks.map((chunk) => ({ chunk, start: 0, end: chunk.rowCount })),
+      this.withUser,
+    );
   }
+
+  /**
+   * Each user's rows as segments of chunks, in result order (rows come object by object, each object sorted by
+   * user; a user's rows from several objects form several runs). Needs the user_id column.
+   */
+  segmentsByUser(): Map<number, RowSegment[]> {
+    const byUser = new Map<number, RowSegment[]>();
+    for (const chunk of this.chunks) {
+      // rowCount is a call into the binding: read it once.
+      const m = chunk.rowCount;
+      const uid = prefix(vectorItems(chunk.getColumnVector(0)), m);
+      for (let r = 0; r < m; ) {
+        const u = uid[r]!;
+        let e = r + 1;
+        while (e < m && uid[e] === u) e++;
+        const list = byUser.get(u);
+        if (list) list.push({ chunk, start: r, end: e });
+        else byUser.set(u, [{ chunk, start: r, end: e }]);
+        r = e;
+      }
+    }
+    return byUser;
+  }
+}
+
+/** Rows [start, end) of one result chunk. */
+interface RowSegment {
+  chunk: DuckDBDataChunk;
+  start: number;
+  end: number;
+}
+
+/**
+ * Copies the rows of `segments` (in order) from the chunks' vectors into typed columns: numeric columns by
+ * typed-array copies of the vectors' buffers, tags by runs of the list child vectors. Columns of the chunks:
+ * user_id (when `userColumn`; copied out when `withUser`), item_id, ts, seq, author_id, tags, play_ms, duration_ms, labels.
+ */
+function gatherRows(segments: RowSegment[], userColumn: boolean, withUser = userColumn): EventColumns & { userIdAll: Int32Array } {
+  let n = 0;
+  for (const sg of segments) n += sg.end - sg.start;
+  const off = userColumn ? 1 : 0;
+  const userId = new Int32Array(withUser ? n : 0);
+  const itemId = new Int32Array(n);
+  const ts = new Float64Array(n);
+  const seq = new Int32Array(n);
+  const authorId = new Int32Array(n);
+  const playMs = new Float32Array(n);
+  const durationMs = new Float32Array(n);
+  const labels = new Uint8Array(n);
+  const tagOffsets = new Int32Array(n + 1);
+  // Runs [start, end) of child vectors holding the tag ids in row order (usually one per chunk).
+  const tagParts: { child: ArrayLike<number>; start: number; end: number }[] = [];
+  let row = 0;
+  let tagCount = 0;
+  for (const { chunk, start, end } of segments) {
+    const m = end - start;
+    const set = (dst: { set(a: ArrayLike<number>, o: number): void }, col: number) => dst.set(slicePart(vectorItems(chunk.getColumnVector(col)), start, end), row);
+    if (withUser) set(userId, 0);
+    set(itemId, off);
+    set(ts, off + 1);
+    set(seq, off + 2);
+    set(authorId, off + 3);
+    set(playMs, off + 5);
+    set(durationMs, off + 6);
+    set(labels, off + 7);
+    const lv = chunk.getColumnVector(off + 4) as DuckDBListVector;
+    const child = vectorItems(lv.childVector);
+    // The writer never stores NULL tag lists (it writes []); a NULL read anyway counts as empty.
+    const validity = (lv as unknown as { validity?: { data?: unknown; itemValid(i: number): boolean } }).validity;
+    const nullable = validity !== undefined && validity.data != null ? validity : null;
+    const words = entryWords(lv, chunk.rowCount);
+    let ps = 0;
+    let pe = 0;
+    for (let i = start; i < end; i++) {
+      let len: number;
+      let o: number;
+      if (words) {
+        o = words[i * 4]!;
+        len = words[i * 4 + 2]!;
+      } else {
+        o = lv.getEntryOffset(i);
+        len = lv.getEntryLength(i);
+      }
+      if (nullable && !nullable.itemValid(i)) len = 0;
+      if (len > 0) {
+        // Consecutive rows are usually adjacent in the child vector: extend the current run.
+        if (o !== pe || pe === ps) {
+          if (pe > ps) tagParts.push({ child, start: ps, end: pe });
+          ps = o;
+        }
+        pe = o + len;
+      }
+      tagCount += len;
+      tagOffsets[row + i - start + 1] = tagCount;
+    }
+    if (pe > ps) tagParts.push({ child, start: ps, end: pe });
+    row += m;
+  }
+  const tagIds = new Int32Array(tagCount);
+  let t = 0;
+  for (const p of tagParts) {
+    tagIds.set(slicePart(p.child, p.start, p.end), t);
+    t += p.end - p.start;
+  }
+  return { length: n, userId, userIdAll: userId, itemId, ts, seq, authorId, tagOffsets, tagIds, playMs, durationMs, labels, source: '' };
 }
 
 /** ts ascending with NaN (unknown) first, then seq: the chronological order of a history. */
@@ -718,35 +782,90 @@ export class ParquetHistoryStore implements HistoryStore {
     return Promise.all(parts.map((p) => this.localPathOf(p)));
   }
 
-  async userHistory(userId: number, asOf?: AsOf): Promise<History> {
+  async userHistory(userId: number, asOf?: AsOf, range?: HistoryRange): Promise<History> {
     if (!Number.isInteger(userId)) throw new Error(`userHistory: user id ${String(userId)} is not an integer`);
-    return this.exclusive(async () => {
-      const paths = await this.pathsFor([this.bucketOf(userId)], userId, userId);
-      if (paths.length === 0) return emptyHistory(userId);
-      const params: DuckDBValue[] = [listValue(paths), userId];
-      const types: DuckDBType[] = [LIST(VARCHAR), INTEGER];
-      let where = 'user_id = $2';
-      if (asOf?.ts !== undefined) {
-        params.push(asOf.ts);
-        types.push(DOUBLE);
-        // Events without a timestamp cannot be shown to precede a time cut-off, so they are left out.
-        where += ` AND ts IS NOT NULL AND ts <= $${params.length}`;
-      }
-      if (asOf?.seq !== undefined) {
-        params.push(asOf.seq);
-        types.push(DOUBLE);
-        where += ` AND seq <= $${params.length}`;
-      }
-      const result = await this.conn.run(`SELECT ${EVENT_SELECT} FROM read_parquet($1, hive_partitioning = false) WHERE ${where}`, params, types);
-      const chunks = new EventChunks(false);
-      await chunks.readAll(result);
-      if (chunks.length === 0) return emptyHistory(userId);
-      return historyFromRows(userId, chunks.columns(), 0, chunks.length);
-    });
+    validateRange(range);
+    return this.exclusive(async () => (await this.readUserUnlocked(userId, asOf, range)).history);
   }
 
-  async userStreams(userId: number, tRecent: number, tMid: number, asOf?: AsOf): Promise<Streams> {
-    return cutStreams(await this.userHistory(userId, asOf), tRecent, tMid);
+  /**
+   * One user's events (as of `asOf`, within `range`), and the number of events before `lastN` is applied. `lastN`
+   * reads in two steps: the time of the n-th newest event from the narrow ts column, then every column only from
+   * that time on (a ts bound, so Parquet statistics skip the older row groups).
+   */
+  private async readUserUnlocked(userId: number, asOf: AsOf | undefined, range: HistoryRange | undefined): Promise<{ history: History; total: number }> {
+    const paths = await this.pathsFor([this.bucketOf(userId)], userId, userId);
+    if (paths.length === 0) return { history: emptyHistory(userId), total: 0 };
+    const params: DuckDBValue[] = [listValue(paths), userId];
+    const types: DuckDBType[] = [LIST(VARCHAR), INTEGER];
+    const conds = ['user_id = $2'];
+    const param = (v: DuckDBValue, t: DuckDBType) => {
+      params.push(v);
+      types.push(t);
+      return `$${params.length}`;
+    };
+    if (asOf?.ts !== undefined) {
+      // Events without a timestamp cannot be shown to precede a time cut-off, so they are left out.
+      conds.push(`ts IS NOT NULL AND ts <= ${param(asOf.ts, DOUBLE)}`);
+    }
+    if (asOf?.seq !== undefined) conds.push(`seq <= ${param(asOf.seq, DOUBLE)}`);
+    if (range?.after) conds.push(afterCondition(range.after, param));
+    const from = `FROM read_parquet($1, hive_partitioning = false)`;
+    const lastN = range?.lastN;
+    let total = -1;
+    if (lastN !== undefined) {
+      // Step 1: the narrow ts column of the selected events gives their number and the time of the n-th newest
+      // (nearly always in order already: one sorted run per object).
+      const r = await this.conn.run(`SELECT coalesce(ts::DOUBLE, 'NaN'::DOUBLE) AS ts ${from} WHERE ${conds.join(' AND ')}`, params, types);
+      const times = await readDoubles(r);
+      total = times.length;
+      if (total === 0 || lastN === 0) return { history: emptyHistory(userId), total };
+      if (total > lastN) {
+        const cut = nthInTimeOrder(times, total - lastN);
+        // Step 2 reads everything from that time on: a suffix of the chronological order that holds the last n.
+        // (Events without a time sort first; a cut among them reads them all, and the tail is taken below.)
+        if (!Number.isNaN(cut)) conds.push(`ts >= ${param(BigInt(cut), BIGINT)}`);
+      }
+    }
+    const result = await this.conn.run(`SELECT ${EVENT_SELECT} ${from} WHERE ${conds.join(' AND ')}`, params, types);
+    const chunks = new EventChunks(false);
+    await chunks.readAll(result);
+    if (chunks.length === 0) return { history: emptyHistory(userId), total: Math.max(total, 0) };
+    let h = historyFromRows(userId, chunks.columns(), 0, chunks.length);
+    if (lastN !== undefined && h.length > lastN) h = copyHistory(sliceHistory(h, h.length - lastN, h.length));
+    return { history: h, total: total < 0 ? h.length : total };
+  }
+
+  async userStreams(userId: number, tRecent: number, tMid: number, asOf?: AsOf, opts: StreamOptions = {}): Promise<StoredStreams> {
+    if (!(Number.isInteger(tRecent) && Number.isInteger(tMid) && tRecent > 0 && tMid > tRecent)) {
+      throw new Error(`userStreams: need integers 0 < tRecent (${tRecent}) < tMid (${tMid})`);
+    }
+    if (opts.lifecycle === 'count') {
+      if (!Number.isInteger(userId)) throw new Error(`userStreams: user id ${String(userId)} is not an integer`);
+      const { history, total } = await this.exclusive(() => this.readUserUnlocked(userId, asOf, { lastN: tMid }));
+      return { ...cutStreams(history, tRecent, tMid), lifecycleLength: Math.max(0, total - tMid) };
+    }
+    const s = cutStreams(await this.userHistory(userId, asOf), tRecent, tMid);
+    return { ...s, lifecycleLength: s.lifecycle.length };
+  }
+
+  async userEventCounts(userIds: ArrayLike<number>): Promise<Float64Array> {
+    const ids = Array.from(userIds);
+    for (const u of ids) if (!Number.isInteger(u)) throw new Error(`userEventCounts: user id ${String(u)} is not an integer`);
+    const out = new Float64Array(ids.length);
+    if (ids.length === 0) return out;
+    const rows = await this.exclusive(async () => {
+      const reader = await this.conn.runAndReadAll(
+        `SELECT user_id, n_events::DOUBLE AS n FROM users WHERE user_id IN (SELECT unnest($1))`,
+        [listValue(ids)],
+        [LIST(INTEGER)],
+      );
+      return columnsJS(reader) as [number[], number[]];
+    });
+    const byUser = new Map<number, number>();
+    for (let i = 0; i < rows[0].length; i++) byUser.set(rows[0][i]!, rows[1][i]!);
+    for (let i = 0; i < ids.length; i++) out[i] = byUser.get(ids[i]!) ?? 0;
+    return out;
   }
 
   /** Selected users (ascending) with their bucket and event count. */
@@ -826,27 +945,20 @@ export class ParquetHistoryStore implements HistoryStore {
         for (let k = i; k < j; k++) yield emptyHistory(sel.ids[k]!);
         continue;
       }
-      const cols = chunks.columns();
+      // Each user's rows are copied straight from the chunks into arrays of its own (one copy; a kept history pins
+      // nothing of the group). Runs from several objects are concatenated and put in order by historyFromRows.
+      const byUser = chunks.segmentsByUser();
       chunks.chunks = [];
-      // Rows come object by object and each object is sorted by user: find each user's runs of rows. A user in one
-      // run (the usual case) is copied out as is; runs from several objects are merged.
-      const runs = new Map<number, number[]>();
-      const uid = cols.userIdAll;
-      for (let r = 0; r < cols.length; ) {
-        const u = uid[r]!;
-        let e = r + 1;
-        while (e < cols.length && uid[e] === u) e++;
-        const list = runs.get(u);
-        if (list) list.push(r, e);
-        else runs.set(u, [r, e]);
-        r = e;
-      }
       for (let k = i; k < j; k++) {
         const u = sel.ids[k]!;
-        const list = runs.get(u);
-        if (!list) yield emptyHistory(u);
-        else if (list.length === 2) yield historyFromRows(u, cols, list[0]!, list[1]!);
-        else yield mergeRuns(u, cols, list);
+        const segments = byUser.get(u);
+        if (!segments) {
+          yield emptyHistory(u);
+          continue;
+        }
+        byUser.delete(u);
+        const cols = gatherRows(segments, true, false);
+        yield historyFromRows(u, cols, 0, cols.length);
       }
     }
   }
@@ -971,20 +1083,6 @@ export class ParquetHistoryStore implements HistoryStore {
   }
 }
 
-/** One user's rows spread over several runs [s0, e0, s1, e1, …] of `c`, merged chronologically. */
-function mergeRuns(userId: number, c: EventColumns, runs: number[]): History {
-  let n = 0;
-  for (let k = 0; k < runs.length; k += 2) n += runs[k + 1]! - runs[k]!;
-  const idx = new Int32Array(n);
-  let t = 0;
-  for (let k = 0; k < runs.length; k += 2) for (let r = runs[k]!; r < runs[k + 1]!; r++) idx[t++] = r;
-  // Objects come in key order (ingestion date, then batch time), so later appends usually follow in time already.
-  let sorted = true;
-  for (let i = 1; i < n && sorted; i++) sorted = !chronoBefore(c.ts[idx[i]!]!, c.seq[idx[i]!]!, c.ts[idx[i - 1]!]!, c.seq[idx[i - 1]!]!);
-  if (!sorted) sortChronological(c, idx);
-  return gatherHistory(userId, c, idx);
-}
-
 /** Sorts row indices by (ts with unknown first, seq, row). */
 function sortChronological(c: EventColumns, idx: Int32Array): void {
   idx.sort((a, b) => {
@@ -996,6 +1094,77 @@ function sortChronological(c: EventColumns, idx: Int32Array): void {
     if (!na && ta !== tb) return ta - tb;
     return c.seq[a]! - c.seq[b]! || a - b;
   });
+}
+
+function validateRange(range: HistoryRange | undefined): void {
+  if (!range) return;
+  if (range.lastN !== undefined && !(Number.isInteger(range.lastN) && range.lastN >= 0)) {
+    throw new Error(`userHistory: range.lastN must be a non-negative integer, got ${String(range.lastN)}`);
+  }
+  const a = range.after;
+  if (a !== undefined) {
+    if (!(Number.isNaN(a.ts) || Number.isSafeInteger(a.ts))) throw new Error(`userHistory: range.after.ts must be an integer epoch ms or NaN, got ${String(a.ts)}`);
+    if (!Number.isInteger(a.seq)) throw new Error(`userHistory: range.after.seq must be an integer, got ${String(a.seq)}`);
+  }
+}
+
+/** SQL for "chronologically after (ts, seq)": unknown times come first, then ts, then seq. */
+function afterCondition(after: { ts: number; seq: number }, param: (v: DuckDBValue, t: DuckDBType) => string): string {
+  const seq = param(after.seq, INTEGER);
+  if (Number.isNaN(after.ts)) return `(ts IS NOT NULL OR seq > ${seq})`;
+  const ts = param(BigInt(after.ts), BIGINT);
+  // The plain `ts >= t` lets Parquet statistics skip older row groups.
+  return `ts >= ${ts} AND (ts > ${ts} OR seq > ${seq})`;
+}
+
+/** All values of a one-column DOUBLE result. */
+async function readDoubles(result: DuckDBResult): Promise<Float64Array> {
+  const parts: ArrayLike<number>[] = [];
+  let n = 0;
+  for (;;) {
+    const chunk = await result.fetchChunk();
+    if (!chunk || chunk.rowCount === 0) break;
+    parts.push(prefix(vectorItems(chunk.getColumnVector(0)), chunk.rowCount));
+    n += chunk.rowCount;
+  }
+  const out = new Float64Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** The k-th (0-based) of `times` in chronological order, NaN (unknown) first. Sorts only when out of order. */
+function nthInTimeOrder(times: Float64Array, k: number): number {
+  let sorted = true;
+  for (let i = 1; i < times.length && sorted; i++) {
+    const a = times[i - 1]!;
+    const b = times[i]!;
+    sorted = Number.isNaN(a) || (!Number.isNaN(b) && a <= b);
+  }
+  if (sorted) return times[k]!;
+  // Unknown times become -Infinity (no real event has it) so they sort first.
+  const keys = Float64Array.from(times, (t) => (Number.isNaN(t) ? -Infinity : t)).sort();
+  return keys[k] === -Infinity ? NaN : keys[k]!;
+}
+
+/** A history that owns its buffers (a tail must not pin the whole read's arrays). */
+function copyHistory(v: History): History {
+  return {
+    userId: v.userId,
+    length: v.length,
+    itemId: v.itemId.slice(),
+    ts: v.ts.slice(),
+    seq: v.seq.slice(),
+    authorId: v.authorId.slice(),
+    tagOffsets: v.tagOffsets.slice(),
+    tagIds: v.tagIds.slice(),
+    playMs: v.playMs.slice(),
+    durationMs: v.durationMs.slice(),
+    labels: v.labels.slice(),
+  };
 }
 
 function validateBatch(b: EventColumns): void {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, resolvedPaths } from '../../src/config/config.js';
 import { openHistoryStore, type ParquetHistoryStore } from '../../src/data/parquetHistoryStore.js';
-import type { EventColumns, History } from '../../src/data/events.js';
+import { sliceHistory, type EventColumns, type History } from '../../src/data/events.js';
 import { hash32 } from '../../src/util/random.js';
 import { openObjectStore } from '../../src/data/openObjectStore.js';
 import { S3RVER_CREDENTIALS, startS3rver, type S3rverHandle } from '../support/s3server.js';
@@ -55,6 +55,23 @@ function expectChronological(h: History): void {
     const b = h.ts[i]!;
     const ok = Number.isNaN(a) ? true : Number.isNaN(b) ? false : a < b || (a === b && h.seq[i - 1]! < h.seq[i]!);
     if (!ok) throw new Error(`user ${h.userId}: row ${i} out of order`);
+  }
+}
+
+/** ts ascending with unknown (NaN) first, then seq: strictly after (tsB, seqB)? */
+function chronoAfter(tsA: number, seqA: number, tsB: number, seqB: number): boolean {
+  const na = Number.isNaN(tsA);
+  const nb = Number.isNaN(tsB);
+  if (na !== nb) return nb;
+  if (!na && tsA !== tsB) return tsA > tsB;
+  return seqA > seqB;
+}
+
+function expectSameHistory(got: History, want: History): void {
+  expect(got.userId).toBe(want.userId);
+  expect(got.length).toBe(want.length);
+  for (const k of ['itemId', 'ts', 'seq', 'authorId', 'tagOffsets', 'tagIds', 'playMs', 'durationMs', 'labels'] as const) {
+    expect(Array.from(got[k]), k).toEqual(Array.from(want[k]));
   }
 }
 
@@ -328,6 +345,56 @@ describe('ParquetHistoryStore', () => {
     lengths.set(600, 8);
   });
 
+  it('reads a tail or a range of one user, equal to the same cut of the full read', async () => {
+    // 102: one object; 5: two objects in time order; 700: two objects interleaving in time; 500: no timestamps;
+    // 600: the same (ts, seq) from two sources (ties keep the full read's order).
+    for (const u of [102, 5, 700, 500, 600, 1, 999_999]) {
+      const full = await store.userHistory(u);
+      for (const n of [0, 1, 7, 16, 64, full.length - 1, full.length, full.length + 5]) {
+        if (n < 0) continue;
+        const tail = await store.userHistory(u, undefined, { lastN: n });
+        expectSameHistory(tail, sliceHistory(full, Math.max(0, full.length - n), full.length));
+      }
+      for (const k of [0, full.length >> 1, full.length - 1]) {
+        if (k < 0 || k >= full.length) continue;
+        const pos = { ts: full.ts[k]!, seq: full.seq[k]! };
+        const keep = Array.from({ length: full.length }, (_, i) => i).filter((i) => chronoAfter(full.ts[i]!, full.seq[i]!, pos.ts, pos.seq));
+        const after = await store.userHistory(u, undefined, { after: pos });
+        expectSameHistory(after, sliceHistory(full, keep[0] ?? full.length, full.length));
+        expect(after.length).toBe(keep.length);
+        const both = await store.userHistory(u, undefined, { after: pos, lastN: 3 });
+        expectSameHistory(both, sliceHistory(full, Math.max(full.length - 3, keep[0] ?? full.length), full.length));
+      }
+    }
+    const cut = 1_600_000_000_000 + 999 * 1000;
+    expect(Array.from((await store.userHistory(102, { ts: cut }, { lastN: 10 })).seq)).toEqual(Array.from({ length: 10 }, (_, i) => 990 + i));
+    expect(Array.from((await store.userHistory(500, { seq: 9 }, { lastN: 3 })).seq)).toEqual([7, 8, 9]);
+    await expect(store.userHistory(1, undefined, { lastN: -1 })).rejects.toThrow(/range\.lastN must be a non-negative integer/);
+    await expect(store.userHistory(1, undefined, { after: { ts: 1.5, seq: 0 } })).rejects.toThrow(/range\.after\.ts/);
+  });
+
+  it("streams with lifecycle 'count' read only the last tMid events and say how long the lifecycle is", async () => {
+    for (const u of [102, 1, 100, 101, 500, 700, 999_999]) {
+      const full = await store.userStreams(u, 16, 64);
+      const counted = await store.userStreams(u, 16, 64, undefined, { lifecycle: 'count' });
+      expect(full.lifecycleLength).toBe(full.lifecycle.length);
+      expect(counted.lifecycle.length).toBe(0);
+      expect(counted.lifecycleLength).toBe(full.lifecycle.length);
+      expectSameHistory(counted.recent, full.recent);
+      expectSameHistory(counted.mid, full.mid);
+    }
+    const cut = 1_600_000_000_000 + 999 * 1000;
+    const asOf = await store.userStreams(102, 16, 64, { ts: cut }, { lifecycle: 'count' });
+    expect(asOf.lifecycleLength).toBe(1000 - 64);
+    expect(asOf.recent.seq[15]).toBe(999);
+    await expect(store.userStreams(102, 64, 16)).rejects.toThrow(/0 < tRecent/);
+  });
+
+  it('counts events per user', async () => {
+    expect(Array.from(await store.userEventCounts([102, 999_999, 1, 700]))).toEqual([lengths.get(102), 0, lengths.get(1), lengths.get(700)]);
+    expect((await store.userEventCounts([])).length).toBe(0);
+  });
+
   it('refuses inconsistent batches', async () => {
     const b = makeBatch(new Map([[1, 3]]));
     await expect(store.append({ ...b, itemId: new Int32Array(2) })).rejects.toThrow(/itemId has 2 rows/);
@@ -336,6 +403,24 @@ describe('ParquetHistoryStore', () => {
 });
 
 describe('ParquetHistoryStore, empty', () => {
+  it('items() answers an empty items table (DuckDB returns no columns for no rows) also when events exist', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gems-hs-noitems-'));
+    const store = await openHistoryStore(loadConfig({ flags: { dataDir: dir }, env: {} }));
+    try {
+      await store.append(makeBatch(new Map([[1, 5]])));
+      const it = await store.items();
+      expect(it.length).toBe(0);
+      expect(Array.from(it.tagOffsets)).toEqual([0]);
+      expect(it.titles).toEqual([]);
+      expect(Array.from(await store.userEventCounts([2]))).toEqual([0]);
+      expect((await store.userHistory(1, { ts: 0 }, { lastN: 3 })).length).toBe(0);
+      expect((await store.userStreams(2, 1, 2, undefined, { lifecycle: 'count' })).lifecycleLength).toBe(0);
+    } finally {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('answers every read on an empty store', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gems-hs-empty-'));
     const store = await openHistoryStore(loadConfig({ flags: { dataDir: dir }, env: {} }));

@@ -164,6 +164,45 @@ describe('nightly recompression job', () => {
     expect(runs.map((r) => r['users'])).toEqual([12, 0, 4, 12, 12]);
   });
 
+  it('an incremental user is brought up to date from a tail read, exactly; a back-filled older event falls back to a full recompression', async () => {
+    const { config, histories } = await makeDataDir(4, 600, 6);
+    // d: a source without timestamps (ts NaN, ordered by seq; its watermark is a seq).
+    const d = syntheticHistory(9000, 300, ITEMS, 64);
+    d.ts.fill(NaN);
+    const first = await openHistoryStore(config);
+    await first.append(toColumns([d]));
+    await first.close();
+    histories.push(d);
+    const ids = histories.map((h) => h.userId);
+    await compressOnce(config, { log: collectingLog([]) });
+    const [a, b, c] = [histories[1]!, histories[2]!, histories[3]!];
+    // a: an event older than all its others arrives late (shifts the covered prefix); b: 100 new events, one of them
+    // unusable once it crosses T_mid; c: 100 ordinary new events.
+    const old = syntheticHistory(a.userId, 1, ITEMS, 61, a.ts[0]! - 60_000);
+    old.seq[0] = -1;
+    const moreB = syntheticHistory(b.userId, 100, ITEMS, 62, b.ts[b.length - 1]! + 1000);
+    const moreC = syntheticHistory(c.userId, 100, ITEMS, 63, c.ts[c.length - 1]! + 1000);
+    moreB.seq.forEach((_, j) => (moreB.seq[j] = b.length + j));
+    moreC.seq.forEach((_, j) => (moreC.seq[j] = c.length + j));
+    moreB.durationMs[10] = Infinity;
+    const moreD = syntheticHistory(d.userId, 100, ITEMS, 65);
+    moreD.ts.fill(NaN);
+    moreD.seq.forEach((_, j) => (moreD.seq[j] = d.length + j));
+    const store = await openHistoryStore(config);
+    await store.append(toColumns([old, moreB, moreC, moreD]));
+    await store.close();
+    const s = await compressOnce(config, { log: collectingLog([]) });
+    expect(s).toMatchObject({ users: 3, usersFull: 1, usersIncremental: 2, failures: 1 });
+    const f = await runRows(config, `SELECT user_id, reason FROM compression_failures`);
+    expect(f).toEqual([{ user_id: b.userId, reason: expect.stringMatching(new RegExp(`^event ${b.length + 10} of user ${b.userId} has a non-finite feature`)) as unknown }]);
+    const mem = await readMemories(config, ids);
+    for (const [h, extra] of [[a, 1], [c, 100], [d, 100]] as const) {
+      const m = mem[ids.indexOf(h.userId)]!;
+      expect(m.header.eventsCovered).toBe(h.length + extra - 64);
+      expect(relDiff(m.vectors, await expectedMemory(config, h.userId)).normRel).toBeLessThanOrEqual(1e-4);
+    }
+  });
+
   it('records a user that fails to compress and goes on', async () => {
     const { config, histories } = await makeDataDir(6, 400, 2);
     const bad = syntheticHistory(5000, 100, ITEMS, 5);
