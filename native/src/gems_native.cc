@@ -537,6 +537,290 @@ napi_value SoftmaxGrad(napi_env env, napi_callback_info info) {
   return MakeUndefined(env);
 }
 
+// Reduction over the middle axis of x viewed as [outer, n, inner]: sum, mean or max. Contiguous axis groups of any
+// tensor map onto this view, so bias gradients (sum over leading axes) need no transpose, unlike tfjs-backend-wasm.
+enum ReduceOp { kSum = 0, kMean = 1, kMax = 2 };
+
+__attribute__((target_clones("avx2", "default"))) float ReduceRow(const float* x, int64_t n, int op) {
+  if (op == kMax) {
+    float mx = x[0];
+#pragma omp simd reduction(max : mx)
+    for (int64_t r = 1; r < n; ++r) mx = std::max(mx, x[r]);
+    return mx;
+  }
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t r = 0; r < n; ++r) sum += x[r];
+  return sum;
+}
+
+// acc[i] (op)= row[i] for one [inner] row: the strided (inner > 1) case, vectorised along the kept axis.
+__attribute__((target_clones("avx2", "default"))) void AccumulateRow(float* acc, const float* row, int64_t inner, int op) {
+  if (op == kMax) {
+#pragma omp simd
+    for (int64_t i = 0; i < inner; ++i) acc[i] = std::max(acc[i], row[i]);
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < inner; ++i) acc[i] += row[i];
+  }
+}
+
+// reduce(heap, xOff, outOff, outer, n, inner, op): out[o, i] = op over r < n of x[o, r, i]; n ≥ 1.
+napi_value Reduce(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t xo, oo, outer, n, inner, op;
+  if (argc < 7) {
+    Throw(env, "reduce expects (heap, xOff, outOff, outer, n, inner, op)");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &xo, "xOff") || !GetInt(env, argv[2], &oo, "outOff") ||
+      !GetInt(env, argv[3], &outer, "outer") || !GetInt(env, argv[4], &n, "n") || !GetInt(env, argv[5], &inner, "inner") ||
+      !GetInt(env, argv[6], &op, "op")) {
+    return nullptr;
+  }
+  if (outer < 0 || n < 1 || inner < 0 || op < kSum || op > kMax) {
+    Throw(env, "reduce: outer and inner must be ≥ 0, n ≥ 1, op 0 (sum), 1 (mean) or 2 (max)");
+    return nullptr;
+  }
+  if (!CheckRange(env, heap, xo, outer * n * inner * 4, "reduce x") || !CheckRange(env, heap, oo, outer * inner * 4, "reduce out")) {
+    return nullptr;
+  }
+  const float* x = reinterpret_cast<const float*>(heap.data + xo);
+  float* out = reinterpret_cast<float*>(heap.data + oo);
+  const int acc_op = op == kMax ? kMax : kSum;
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* xs = x + o * n * inner;
+    float* os = out + o * inner;
+    if (inner == 1) {
+      os[0] = ReduceRow(xs, n, acc_op);
+    } else {
+      std::memcpy(os, xs, inner * sizeof(float));
+      for (int64_t r = 1; r < n; ++r) AccumulateRow(os, xs + r * inner, inner, acc_op);
+    }
+  }
+  if (op == kMean) {
+    const float scale = 1.f / static_cast<float>(n);
+    for (int64_t i = 0; i < outer * inner; ++i) out[i] *= scale;
+  }
+  return MakeUndefined(env);
+}
+
+// expand(heap, dyOff, outOff, outer, n, inner, scale): out[o, r, i] = scale · dy[o, i] — the gradient of a Sum
+// (scale 1) or Mean (scale 1/n) over the middle axis, without the ones tensor tfjs multiplies by.
+napi_value Expand(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t dyo, oo, outer, n, inner;
+  double scale;
+  if (argc < 7) {
+    Throw(env, "expand expects (heap, dyOff, outOff, outer, n, inner, scale)");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &dyo, "dyOff") || !GetInt(env, argv[2], &oo, "outOff") ||
+      !GetInt(env, argv[3], &outer, "outer") || !GetInt(env, argv[4], &n, "n") || !GetInt(env, argv[5], &inner, "inner") ||
+      !GetDouble(env, argv[6], &scale, "scale")) {
+    return nullptr;
+  }
+  if (outer < 0 || n < 0 || inner < 0) {
+    Throw(env, "expand: outer, n and inner must be ≥ 0");
+    return nullptr;
+  }
+  if (!CheckRange(env, heap, dyo, outer * inner * 4, "expand dy") || !CheckRange(env, heap, oo, outer * n * inner * 4, "expand out")) {
+    return nullptr;
+  }
+  const float* dy = reinterpret_cast<const float*>(heap.data + dyo);
+  float* out = reinterpret_cast<float*>(heap.data + oo);
+  const float s = static_cast<float>(scale);
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* d = dy + o * inner;
+    float* os = out + o * n * inner;
+    if (inner == 1) {
+      std::fill(os, os + n, d[0] * s);
+      continue;
+    }
+    for (int64_t i = 0; i < inner; ++i) os[i] = d[i] * s;
+    for (int64_t r = 1; r < n; ++r) std::memcpy(os + r * inner, os, inner * sizeof(float));
+  }
+  return MakeUndefined(env);
+}
+
+// layerNorm(heap, xOff, gOff, bOff, yOff, meanOff, rstdOff, rows, d, eps): per row of d values,
+// y = (x − mean)·rstd·g + b with rstd = 1/√(var + eps) (biased variance); mean and rstd are kept for the gradient.
+__attribute__((target_clones("avx2", "default"))) void LayerNormRow(const float* x, const float* g, const float* b,
+                                                                     float* y, float* mean_out, float* rstd_out,
+                                                                     int64_t d, float eps) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < d; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(d);
+  float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < d; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  const float rstd = 1.f / std::sqrt(sq / static_cast<float>(d) + eps);
+#pragma omp simd
+  for (int64_t i = 0; i < d; ++i) y[i] = (x[i] - mean) * rstd * g[i] + b[i];
+  *mean_out = mean;
+  *rstd_out = rstd;
+}
+
+// dx = rstd·(dy·g − mean(dy·g) − x̂·mean(dy·g·x̂)) for one row; dg += dy·x̂, db += dy (double accumulators).
+__attribute__((target_clones("avx2", "default"))) void LayerNormGradRow(const float* x, const float* g, float mean,
+                                                                         float rstd, const float* dy, float* dx,
+                                                                         double* dg, double* db, int64_t d) {
+  float s1 = 0.f, s2 = 0.f;
+#pragma omp simd reduction(+ : s1, s2)
+  for (int64_t i = 0; i < d; ++i) {
+    const float xh = (x[i] - mean) * rstd;
+    const float gy = dy[i] * g[i];
+    s1 += gy;
+    s2 += gy * xh;
+  }
+  s1 /= static_cast<float>(d);
+  s2 /= static_cast<float>(d);
+#pragma omp simd
+  for (int64_t i = 0; i < d; ++i) {
+    const float xh = (x[i] - mean) * rstd;
+    dx[i] = rstd * (dy[i] * g[i] - s1 - xh * s2);
+    dg[i] += static_cast<double>(dy[i] * xh);
+    db[i] += static_cast<double>(dy[i]);
+  }
+}
+
+napi_value LayerNorm(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t xo, go, bo, yo, mo, ro, rows, d;
+  double eps;
+  if (argc < 10) {
+    Throw(env, "layerNorm expects (heap, xOff, gOff, bOff, yOff, meanOff, rstdOff, rows, d, eps)");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &xo, "xOff") || !GetInt(env, argv[2], &go, "gOff") ||
+      !GetInt(env, argv[3], &bo, "bOff") || !GetInt(env, argv[4], &yo, "yOff") || !GetInt(env, argv[5], &mo, "meanOff") ||
+      !GetInt(env, argv[6], &ro, "rstdOff") || !GetInt(env, argv[7], &rows, "rows") || !GetInt(env, argv[8], &d, "d") ||
+      !GetDouble(env, argv[9], &eps, "eps")) {
+    return nullptr;
+  }
+  if (rows < 0 || d <= 0) {
+    Throw(env, "layerNorm: rows must be ≥ 0 and d > 0");
+    return nullptr;
+  }
+  if (!CheckRange(env, heap, xo, rows * d * 4, "layerNorm x") || !CheckRange(env, heap, go, d * 4, "layerNorm gamma") ||
+      !CheckRange(env, heap, bo, d * 4, "layerNorm beta") || !CheckRange(env, heap, yo, rows * d * 4, "layerNorm y") ||
+      !CheckRange(env, heap, mo, rows * 4, "layerNorm mean") || !CheckRange(env, heap, ro, rows * 4, "layerNorm rstd")) {
+    return nullptr;
+  }
+  const float* x = reinterpret_cast<const float*>(heap.data + xo);
+  const float* g = reinterpret_cast<const float*>(heap.data + go);
+  const float* b = reinterpret_cast<const float*>(heap.data + bo);
+  float* y = reinterpret_cast<float*>(heap.data + yo);
+  float* mean = reinterpret_cast<float*>(heap.data + mo);
+  float* rstd = reinterpret_cast<float*>(heap.data + ro);
+  for (int64_t r = 0; r < rows; ++r) {
+    LayerNormRow(x + r * d, g, b, y + r * d, mean + r, rstd + r, d, static_cast<float>(eps));
+  }
+  return MakeUndefined(env);
+}
+
+// layerNormGrad(heap, xOff, gOff, meanOff, rstdOff, dyOff, dxOff, dgOff, dbOff, rows, d)
+napi_value LayerNormGrad(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t xo, go, mo, ro, dyo, dxo, dgo, dbo, rows, d;
+  if (argc < 11) {
+    Throw(env, "layerNormGrad expects (heap, xOff, gOff, meanOff, rstdOff, dyOff, dxOff, dgOff, dbOff, rows, d)");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &xo, "xOff") || !GetInt(env, argv[2], &go, "gOff") ||
+      !GetInt(env, argv[3], &mo, "meanOff") || !GetInt(env, argv[4], &ro, "rstdOff") || !GetInt(env, argv[5], &dyo, "dyOff") ||
+      !GetInt(env, argv[6], &dxo, "dxOff") || !GetInt(env, argv[7], &dgo, "dgOff") || !GetInt(env, argv[8], &dbo, "dbOff") ||
+      !GetInt(env, argv[9], &rows, "rows") || !GetInt(env, argv[10], &d, "d")) {
+    return nullptr;
+  }
+  if (rows < 0 || d <= 0) {
+    Throw(env, "layerNormGrad: rows must be ≥ 0 and d > 0");
+    return nullptr;
+  }
+  if (!CheckRange(env, heap, xo, rows * d * 4, "layerNormGrad x") || !CheckRange(env, heap, go, d * 4, "layerNormGrad gamma") ||
+      !CheckRange(env, heap, mo, rows * 4, "layerNormGrad mean") || !CheckRange(env, heap, ro, rows * 4, "layerNormGrad rstd") ||
+      !CheckRange(env, heap, dyo, rows * d * 4, "layerNormGrad dy") || !CheckRange(env, heap, dxo, rows * d * 4, "layerNormGrad dx") ||
+      !CheckRange(env, heap, dgo, d * 4, "layerNormGrad dgamma") || !CheckRange(env, heap, dbo, d * 4, "layerNormGrad dbeta")) {
+    return nullptr;
+  }
+  const float* x = reinterpret_cast<const float*>(heap.data + xo);
+  const float* g = reinterpret_cast<const float*>(heap.data + go);
+  const float* mean = reinterpret_cast<const float*>(heap.data + mo);
+  const float* rstd = reinterpret_cast<const float*>(heap.data + ro);
+  const float* dy = reinterpret_cast<const float*>(heap.data + dyo);
+  float* dx = reinterpret_cast<float*>(heap.data + dxo);
+  std::vector<double> dg(d, 0.0), db(d, 0.0);
+  for (int64_t r = 0; r < rows; ++r) {
+    LayerNormGradRow(x + r * d, g, mean[r], rstd[r], dy + r * d, dx + r * d, dg.data(), db.data(), d);
+  }
+  float* dgo_p = reinterpret_cast<float*>(heap.data + dgo);
+  float* dbo_p = reinterpret_cast<float*>(heap.data + dbo);
+  for (int64_t i = 0; i < d; ++i) {
+    dgo_p[i] = static_cast<float>(dg[i]);
+    dbo_p[i] = static_cast<float>(db[i]);
+  }
+  return MakeUndefined(env);
+}
+
+// Counter-based dropout mask, bit-identical to dropoutMask() in src/compute/ops.ts: element i is kept when the top
+// 24 bits of Mix(Mix(i ^ s1) + s2) are below keep·2^24. No sequential state, so the loop vectorises.
+inline uint32_t Mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+__attribute__((target_clones("avx2", "default"))) void FillDropoutMask(float* out, int64_t count, uint32_t s1,
+                                                                        uint32_t s2, uint32_t threshold, float scale) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) {
+    const uint32_t u = Mix32(Mix32(static_cast<uint32_t>(i) ^ s1) + s2) >> 8;
+    out[i] = u < threshold ? scale : 0.f;
+  }
+}
+
+// dropoutMask(heap, outOff, count, s1, s2, threshold, scale): see FillDropoutMask.
+napi_value DropoutMask(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t oo, count, s1, s2, threshold;
+  double scale;
+  if (argc < 7) {
+    Throw(env, "dropoutMask expects (heap, outOff, count, s1, s2, threshold, scale)");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &oo, "outOff") || !GetInt(env, argv[2], &count, "count") ||
+      !GetInt(env, argv[3], &s1, "s1") || !GetInt(env, argv[4], &s2, "s2") ||
+      !GetInt(env, argv[5], &threshold, "threshold") || !GetDouble(env, argv[6], &scale, "scale")) {
+    return nullptr;
+  }
+  if (count < 0 || count > 0xffffffffLL || !CheckRange(env, heap, oo, count * 4, "dropoutMask out")) {
+    if (count < 0 || count > 0xffffffffLL) Throw(env, "dropoutMask: count must be in [0, 2^32)");
+    return nullptr;
+  }
+  FillDropoutMask(reinterpret_cast<float*>(heap.data + oo), count, static_cast<uint32_t>(s1), static_cast<uint32_t>(s2),
+                  static_cast<uint32_t>(threshold), static_cast<float>(scale));
+  return MakeUndefined(env);
+}
+
 // blasBench(m, n, k, iterations): seconds per sgemm on private buffers — the BLAS's own rate, no tfjs involved.
 napi_value BlasBench(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -606,6 +890,11 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmaxGrad", nullptr, SoftmaxGrad, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"softmaxXent", nullptr, SoftmaxXent, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"softmaxXentGrad", nullptr, SoftmaxXentGrad, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"reduce", nullptr, Reduce, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"expand", nullptr, Expand, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"dropoutMask", nullptr, DropoutMask, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"blasBench", nullptr, BlasBench, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

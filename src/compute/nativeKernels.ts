@@ -3,14 +3,18 @@
 // ArrayBuffer and each tensor's byte offset (backend.dataIdMap.get(dataId).memoryOffset).
 //
 // Overridden wasm kernels (native): BatchMatMul, _FusedMatMul (bias + linear/relu/relu6/elu/sigmoid/leakyrelu/prelu),
-// Transpose and Softmax (its gradient through a native GemsSoftmaxGrad kernel). Cases they do not cover (other
-// dtypes, bias or prelu slopes not one per column, softmax over another axis) go to the original wasm kernel, kept in
+// Transpose, Softmax (its gradient through a native GemsSoftmaxGrad kernel) and Sum / Mean / Max over contiguous axes
+// (Sum's and Mean's gradients through GemsReduceGrad).
+// Cases they do not cover (other dtypes, bias or prelu slopes not one per column, softmax over another axis,
+// reductions over non-adjacent axes) go to the original wasm kernel, kept in
 // `originalKernels`, which is also the reference the parity tests compare against. Added native kernels:
-// GemsSoftmaxXent / GemsSoftmaxXentGrad, used by softmaxCrossEntropy in ./ops.ts.
+// GemsSoftmaxXent / GemsSoftmaxXentGrad, used by softmaxCrossEntropy in ./ops.ts, GemsDropoutMask (ops.ts dropout)
+// and GemsLayerNorm / GemsLayerNormGrad (ops.ts layerNorm).
 // Pure-JS kernels, registered on wasm with or without the addon: UnsortedSegmentSum (so tf.gather's gradient works),
-// a memory-sharing Identity, and block-copy GatherV2 / Unpack / Pack.
+// a memory-sharing Identity and same-dtype Cast, and block-copy GatherV2 / Unpack / Pack.
 import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
+import { dropoutMaskParams } from './ops.js';
 
 /** The functions exported by native/src/gems_native.cc. Offsets are bytes into `heap`; strides are elements. */
 export interface NativeAddon {
@@ -26,6 +30,18 @@ export interface NativeAddon {
     classes: number): void;
   softmaxXentGrad(heap: ArrayBuffer, logitsOff: number, labelsOff: number, lseOff: number, dyOff: number,
     dxOff: number, rows: number, classes: number): void;
+  /** out[o, i] = op over r < n of x[o, r, i] (x viewed as [outer, n, inner]); op 0 sum, 1 mean, 2 max. */
+  reduce(heap: ArrayBuffer, xOff: number, outOff: number, outer: number, n: number, inner: number, op: number): void;
+  /** Row-wise layer norm over the last axis (d); writes y and the per-row mean and 1/√(var + eps). */
+  layerNorm(heap: ArrayBuffer, xOff: number, gOff: number, bOff: number, yOff: number, meanOff: number, rstdOff: number,
+    rows: number, d: number, eps: number): void;
+  /** Its gradient: dx, and dgamma / dbeta summed over rows. */
+  layerNormGrad(heap: ArrayBuffer, xOff: number, gOff: number, meanOff: number, rstdOff: number, dyOff: number,
+    dxOff: number, dgOff: number, dbOff: number, rows: number, d: number): void;
+  /** out[o, r, i] = scale · dy[o, i] (the gradient of reduce() for sum / mean). */
+  expand(heap: ArrayBuffer, dyOff: number, outOff: number, outer: number, n: number, inner: number, scale: number): void;
+  /** Fills `count` floats at outOff with the dropout mask of src/compute/ops.ts dropoutMask(). */
+  dropoutMask(heap: ArrayBuffer, outOff: number, count: number, s1: number, s2: number, threshold: number, scale: number): void;
   /** Seconds per (m×k)·(k×n) sgemm on the addon's own buffers: the BLAS's rate without tfjs. */
   blasBench(m: number, n: number, k: number, iterations: number): number;
   setThreads(threads: number): void;
@@ -48,7 +64,8 @@ type KernelArgs = Parameters<tf.KernelFunc>[0];
 
 const require = createRequire(import.meta.url);
 const ACTIVATIONS: Record<string, number> = { linear: 0, relu: 1, relu6: 2, elu: 3, sigmoid: 4, leakyrelu: 5, prelu: 6 };
-const OVERRIDDEN = ['BatchMatMul', '_FusedMatMul', 'Transpose', 'Softmax'] as const;
+const OVERRIDDEN = ['BatchMatMul', '_FusedMatMul', 'Transpose', 'Softmax', 'Sum', 'Mean', 'Max'] as const;
+const REDUCE_OPS: Record<string, number> = { Sum: 0, Mean: 1, Max: 2 };
 
 /** Original wasm kernel configs, captured before the first override (the fallback and the parity reference). */
 export const originalKernels = new Map<string, tf.KernelConfig>();
@@ -194,6 +211,88 @@ function makeTranspose(addon: NativeAddon): tf.KernelFunc {
   };
 }
 
+/** x viewed as [outer, n, inner] for a reduction over `axis`, or null when the axes are not one contiguous group. */
+function reductionView(shape: number[], axis: number | number[] | null | undefined):
+  { first: number; last: number; outer: number; n: number; inner: number } | null {
+  const axes = (axis == null ? shape.map((_, i) => i) : tf.util.parseAxisParam(axis, shape)).slice().sort((p, q) => p - q);
+  const contiguous = axes.every((a, i) => i === 0 || a === axes[i - 1]! + 1);
+  if (axes.length === 0 || !contiguous || shape.some((d) => d === 0)) return null;
+  const first = axes[0]!;
+  const last = axes[axes.length - 1]!;
+  const prod = (dims: number[]) => dims.reduce((p, d) => p * d, 1);
+  return { first, last, outer: prod(shape.slice(0, first)), n: prod(shape.slice(first, last + 1)), inner: prod(shape.slice(last + 1)) };
+}
+
+/**
+ * Sum / Mean / Max over one contiguous group of axes (e.g. [0] or [0, 1] for bias gradients, -1 for LayerNorm), as
+ * one pass over x viewed as [outer, n, inner]. tfjs-backend-wasm transposes the reduced axes innermost first, which
+ * made the bias-gradient sums of a training step ~10× slower than this. Other dtypes, non-contiguous axis sets and
+ * empty reductions go to the original kernel.
+ */
+function makeReduce(addon: NativeAddon, name: 'Sum' | 'Mean' | 'Max'): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const attrs = args.attrs as { axis?: number | number[] | null; reductionIndices?: number | number[] | null; keepDims: boolean };
+    const rawAxis = name === 'Max' ? attrs.reductionIndices : attrs.axis;
+    if (x.dtype !== 'float32') return callOriginal(name, args);
+    const view = reductionView(x.shape, rawAxis);
+    if (!view) return callOriginal(name, args);
+    const { first, last, outer, n, inner } = view;
+    const outShape = attrs.keepDims ? x.shape.map((d, i) => (i >= first && i <= last ? 1 : d)) :
+      x.shape.filter((_, i) => i < first || i > last);
+    const out = backend.makeOutput(outShape, 'float32');
+    addon.reduce(heapOf(backend), offsetOf(backend, x), offsetOf(backend, out), outer, n, inner, REDUCE_OPS[name]!);
+    return out;
+  };
+}
+
+/** GemsDropoutMask (no inputs; attrs shape, rate, seed): the mask of ops.ts dropoutMask(), written by the addon. */
+function makeDropoutMask(addon: NativeAddon): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { shape, rate, seed } = args.attrs as { shape: number[]; rate: number; seed: number };
+    const out = backend.makeOutput(shape, 'float32');
+    const { s1, s2, threshold, scale } = dropoutMaskParams(rate, seed);
+    addon.dropoutMask(heapOf(backend), offsetOf(backend, out), shape.reduce((p, d) => p * d, 1), s1, s2, threshold, scale);
+    return out;
+  };
+}
+
+/** GemsLayerNorm (x [..., d], gamma [d], beta [d]; attr eps) → [y, mean [rows], rstd [rows]]; used by ops.ts layerNorm. */
+function makeLayerNorm(addon: NativeAddon): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x, gamma, beta } = args.inputs as Record<string, tf.TensorInfo>;
+    const { eps } = args.attrs as { eps: number };
+    const d = x!.shape[x!.shape.length - 1]!;
+    const rows = x!.shape.reduce((p, n) => p * n, 1) / d;
+    const y = backend.makeOutput(x!.shape, 'float32');
+    const mean = backend.makeOutput([rows], 'float32');
+    const rstd = backend.makeOutput([rows], 'float32');
+    addon.layerNorm(heapOf(backend), offsetOf(backend, x!), offsetOf(backend, gamma!), offsetOf(backend, beta!),
+      offsetOf(backend, y), offsetOf(backend, mean), offsetOf(backend, rstd), rows, d, eps);
+    return [y, mean, rstd];
+  };
+}
+
+/** GemsLayerNormGrad (x, gamma, mean, rstd, dy) → [dx, dgamma, dbeta]. */
+function makeLayerNormGrad(addon: NativeAddon): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x, gamma, mean, rstd, dy } = args.inputs as Record<string, tf.TensorInfo>;
+    const d = x!.shape[x!.shape.length - 1]!;
+    const rows = x!.shape.reduce((p, n) => p * n, 1) / d;
+    const dx = backend.makeOutput(x!.shape, 'float32');
+    const dg = backend.makeOutput(gamma!.shape, 'float32');
+    const db = backend.makeOutput(gamma!.shape, 'float32');
+    addon.layerNormGrad(heapOf(backend), offsetOf(backend, x!), offsetOf(backend, gamma!), offsetOf(backend, mean!),
+      offsetOf(backend, rstd!), offsetOf(backend, dy!), offsetOf(backend, dx), offsetOf(backend, dg), offsetOf(backend, db),
+      rows, d);
+    return [dx, dg, db];
+  };
+}
+
 /** UnsortedSegmentSum for wasm in JS: out[s, …] = Σ x[i, …] over i with segmentIds[i] = s (ids outside [0, n) dropped). */
 function unsortedSegmentSum(args: KernelArgs): tf.TensorInfo {
   const backend = args.backend as unknown as WasmBackend;
@@ -252,6 +351,48 @@ function makeSoftmaxGrad(addon: NativeAddon): tf.KernelFunc {
     if (cols > 0) addon.softmaxGrad(heapOf(backend), offsetOf(backend, y), offsetOf(backend, dy), offsetOf(backend, dx), rows, cols);
     return dx;
   };
+}
+
+/** GemsReduceGrad (inputs dy; attrs shape, axis, mean): dy broadcast back over the reduced axes, ÷ n for a mean. */
+function makeReduceGrad(addon: NativeAddon): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { dy } = args.inputs as { dy: tf.TensorInfo };
+    const { shape, axis, mean } = args.attrs as { shape: number[]; axis: number[]; mean: boolean };
+    const { outer, n, inner } = reductionView(shape, axis)!;
+    const dx = backend.makeOutput(shape, 'float32');
+    addon.expand(heapOf(backend), offsetOf(backend, dy), offsetOf(backend, dx), outer, n, inner, mean ? 1 / n : 1);
+    return dx;
+  };
+}
+
+const originalReduceGrads = new Map<string, tf.GradConfig>();
+
+/**
+ * Sum's and Mean's gradients multiply dy by a ones tensor of x's shape that tfjs fills in JS and uploads on every
+ * call (~35 ms of a SASRec step here). With native kernels on wasm they become one GemsReduceGrad pass instead.
+ */
+function installReduceGradients(): void {
+  for (const name of ['Sum', 'Mean'] as const) {
+    if (originalReduceGrads.has(name)) continue;
+    const original = tf.getGradient(name);
+    if (!original) continue;
+    originalReduceGrads.set(name, original);
+    tf.registerGradient({
+      ...original,
+      gradFunc: (dy, saved, attrs) => {
+        const x = saved[0]!;
+        const { axis } = attrs as { axis: number | number[] | null };
+        const g = dy as tf.Tensor;
+        if (installed && tf.getBackend() === 'wasm' && x.dtype === 'float32' && g.dtype === 'float32' &&
+          reductionView(x.shape, axis) !== null) {
+          const axes = axis == null ? x.shape.map((_, i) => i) : tf.util.parseAxisParam(axis, x.shape);
+          return { x: () => tf.engine().runKernel('GemsReduceGrad', { dy: g }, { shape: x.shape, axis: axes, mean: name === 'Mean' }) as tf.Tensor };
+        }
+        return original.gradFunc(dy, saved, attrs);
+      },
+    });
+  }
 }
 
 let originalSoftmaxGrad: tf.GradConfig | null = null;
@@ -317,6 +458,15 @@ function replaceKernel(config: tf.KernelConfig): void {
 function sharedIdentity(args: KernelArgs): tf.TensorInfo {
   const { x } = args.inputs as { x: tf.TensorInfo };
   if (x.dtype === 'string') return callOriginal('Identity', args) as tf.TensorInfo;
+  (args.backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
+  return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+}
+
+/** Cast to the tensor's own dtype shares memory like Identity (wasm copied it; tf.dropout casts every call). */
+function sharedCast(args: KernelArgs): tf.TensorInfo {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const { dtype } = args.attrs as { dtype: tf.DataType };
+  if (x.dtype !== dtype || dtype === 'string') return callOriginal('Cast', args) as tf.TensorInfo;
   (args.backend as unknown as { incRef(dataId: object): void }).incRef(x.dataId);
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
@@ -408,14 +558,14 @@ function packBlocks(args: KernelArgs): tf.TensorInfo {
 
 /**
  * Registers the pure-JS kernels for wasm (no addon needed): UnsortedSegmentSum (missing in tfjs-backend-wasm), the
- * memory-sharing Identity, and block-copy GatherV2, Unpack and Pack. Idempotent.
+ * memory-sharing Identity and same-dtype Cast, and block-copy GatherV2, Unpack and Pack. Idempotent.
  */
 export function registerJsKernels(): void {
   if (!tf.getKernel('UnsortedSegmentSum', 'wasm')) {
     tf.registerKernel({ kernelName: 'UnsortedSegmentSum', backendName: 'wasm', kernelFunc: unsortedSegmentSum });
   }
   const kernels: Array<[string, tf.KernelFunc]> = [
-    ['Identity', sharedIdentity], ['GatherV2', gatherRows], ['Unpack', unpackBlocks as unknown as tf.KernelFunc], ['Pack', packBlocks],
+    ['Identity', sharedIdentity], ['Cast', sharedCast], ['GatherV2', gatherRows], ['Unpack', unpackBlocks as unknown as tf.KernelFunc], ['Pack', packBlocks],
   ];
   for (const [name, kernelFunc] of kernels) {
     if (originalKernels.has(name)) continue;
@@ -439,6 +589,12 @@ export function installNativeKernels(addon: NativeAddon): void {
   replaceKernel({ kernelName: '_FusedMatMul', backendName: 'wasm', kernelFunc: makeFusedMatMul(addon) });
   replaceKernel({ kernelName: 'Transpose', backendName: 'wasm', kernelFunc: makeTranspose(addon) });
   replaceKernel({ kernelName: 'Softmax', backendName: 'wasm', kernelFunc: makeSoftmax(addon) });
+  for (const name of ['Sum', 'Mean', 'Max'] as const) replaceKernel({ kernelName: name, backendName: 'wasm', kernelFunc: makeReduce(addon, name) });
+  replaceKernel({ kernelName: 'GemsReduceGrad', backendName: 'wasm', kernelFunc: makeReduceGrad(addon) });
+  installReduceGradients();
+  replaceKernel({ kernelName: 'GemsDropoutMask', backendName: 'wasm', kernelFunc: makeDropoutMask(addon) });
+  replaceKernel({ kernelName: 'GemsLayerNorm', backendName: 'wasm', kernelFunc: makeLayerNorm(addon) });
+  replaceKernel({ kernelName: 'GemsLayerNormGrad', backendName: 'wasm', kernelFunc: makeLayerNormGrad(addon) });
   replaceKernel({ kernelName: 'GemsSoftmaxGrad', backendName: 'wasm', kernelFunc: makeSoftmaxGrad(addon) });
   installSoftmaxGradient();
   replaceKernel({ kernelName: 'GemsSoftmaxXent', backendName: 'wasm', kernelFunc: makeSoftmaxXent(addon) });
@@ -452,7 +608,7 @@ export function uninstallNativeKernels(): void {
     const config = originalKernels.get(name);
     if (config) replaceKernel(config);
   }
-  for (const name of ['GemsSoftmaxGrad', 'GemsSoftmaxXent', 'GemsSoftmaxXentGrad']) {
+  for (const name of ['GemsSoftmaxGrad', 'GemsSoftmaxXent', 'GemsSoftmaxXentGrad', 'GemsDropoutMask', 'GemsReduceGrad', 'GemsLayerNorm', 'GemsLayerNormGrad']) {
     if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
   }
   installed = null;

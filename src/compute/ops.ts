@@ -60,3 +60,88 @@ function plainGrad(logits: tf.Tensor2D, labels: tf.Tensor1D, lse: tf.Tensor1D, d
     return tf.mul(tf.sub(probs, onehot), tf.reshape(scale, [rows, 1])) as tf.Tensor2D;
   });
 }
+
+/**
+ * Inverted dropout: x · mask with mask = 1/(1 − rate) where kept, 0 where dropped; gradient dy · mask. The mask is a
+ * counter-based hash of (seed, element index), so the same seed gives the same mask on every backend and with or
+ * without native kernels (which write it straight into the wasm heap). tf.dropout draws its noise through seedrandom
+ * one value at a time and then runs add/floor/div/mul over it: ~9 ms for 64 × 200 × 50 on wasm here. rate 0 returns x.
+ */
+export function dropout(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
+  if (!(rate >= 0 && rate < 1)) throw new Error(`dropout: rate must be in [0, 1), got ${rate}`);
+  if (x.dtype !== 'float32') throw new Error(`dropout: x must be float32, got ${x.dtype}`);
+  if (rate === 0) return x;
+  const native = activeNativeAddon() !== null && tf.getBackend() === 'wasm';
+  const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [v, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    const m = native
+      ? tf.engine().runKernel('GemsDropoutMask', {}, { shape: v.shape, rate, seed }) as tf.Tensor
+      : tf.tensor(dropoutMask(v.size, rate, seed), v.shape, 'float32');
+    save([m]);
+    return { value: tf.mul(v, m), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.mul(dy, saved[0]!)] };
+  });
+  return f(x) as tf.Tensor;
+}
+
+/** Parameters of the dropout mask hash shared by dropoutMask() and the native GemsDropoutMask kernel. */
+export function dropoutMaskParams(rate: number, seed: number): { s1: number; s2: number; threshold: number; scale: number } {
+  const keep = 1 - rate;
+  // Compare 24-bit integers: u < keep·2^24 ⇔ u·2^-24 < keep, with no float rounding in the loop.
+  return { s1: mix32(seed >>> 0), s2: mix32((seed ^ 0x5bd1e995) >>> 0), threshold: Math.round(keep * 16777216), scale: 1 / keep };
+}
+
+/** The dropout mask values: element i is 1/(1 − rate) when mix32(mix32(i ^ s1) + s2) >>> 8 < keep·2^24, else 0. */
+export function dropoutMask(size: number, rate: number, seed: number): Float32Array {
+  const { s1, s2, threshold, scale } = dropoutMaskParams(rate, seed);
+  const out = new Float32Array(size);
+  for (let i = 0; i < size; i++) {
+    const u = mix32((mix32((i ^ s1) >>> 0) + s2) >>> 0) >>> 8;
+    out[i] = u < threshold ? scale : 0;
+  }
+  return out;
+}
+
+/** 32-bit integer hash (lowbias32, C. Wellons); identical to Mix32 in native/src/gems_native.cc. */
+function mix32(v: number): number {
+  let x = v >>> 0;
+  x ^= x >>> 16;
+  x = Math.imul(x, 0x7feb352d);
+  x ^= x >>> 15;
+  x = Math.imul(x, 0x846ca68b);
+  x ^= x >>> 16;
+  return x >>> 0;
+}
+
+/**
+ * Layer norm over the last axis: (x − mean)/√(var + eps) · gamma + beta, biased variance (as tf.moments). With
+ * native kernels on wasm it is one pass forward and one backward (GemsLayerNorm / GemsLayerNormGrad) instead of ~9
+ * forward and ~15 backward tf ops over the whole activation; otherwise those tf ops (the reference the tests compare
+ * against). gamma and beta must have shape [d] (d = x's last dimension) for the native path.
+ */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps = 1e-6): tf.Tensor {
+  const d = x.shape[x.rank - 1];
+  const native = activeNativeAddon() !== null && tf.getBackend() === 'wasm' && x.rank >= 1 && d !== undefined && d > 0 &&
+    x.dtype === 'float32' && gamma.dtype === 'float32' && beta.dtype === 'float32' &&
+    gamma.rank === 1 && gamma.shape[0] === d && beta.rank === 1 && beta.shape[0] === d;
+  if (!native) return plainLayerNorm(x, gamma, beta, eps);
+  const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [v, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const [y, mean, rstd] = tf.engine().runKernel('GemsLayerNorm', { x: v, gamma: g, beta: b }, { eps }) as unknown as tf.Tensor[];
+    save([v, g, mean!, rstd!]);
+    return {
+      value: y!,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sg, sm, sr] = saved as [tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor];
+        return tf.engine().runKernel('GemsLayerNormGrad', { x: sx, gamma: sg, mean: sm, rstd: sr, dy }) as unknown as tf.Tensor[];
+      },
+    };
+  });
+  return f(x, gamma, beta) as tf.Tensor;
+}
+
+function plainLayerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  const mean = tf.mean(x, -1, true);
+  const xc = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(xc), -1, true);
+  return tf.add(tf.mul(tf.div(xc, tf.sqrt(tf.add(variance, eps))), gamma), beta);
+}

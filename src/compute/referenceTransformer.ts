@@ -4,7 +4,7 @@
 // position, Adam. Default size: 2 layers, d = 64, 4 heads, batch 64 × 200 tokens, 3,707 items.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../util/random.js';
-import { softmaxCrossEntropy } from './ops.js';
+import { layerNorm as fusedLayerNorm, softmaxCrossEntropy } from './ops.js';
 
 export interface ReferenceTransformerConfig {
   layers: number;
@@ -78,10 +78,8 @@ export function createReferenceTransformer(overrides: Partial<ReferenceTransform
   const mask = tf.tensor2d(maskValues, [seqLen, seqLen]);
   const optimizer = tf.train.adam(cfg.learningRate);
 
-  const layerNorm = (x: tf.Tensor2D, g: tf.Tensor, b: tf.Tensor): tf.Tensor2D => {
-    const { mean, variance } = tf.moments(x, -1, true);
-    return tf.add(tf.mul(tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, 1e-5))), g), b) as tf.Tensor2D;
-  };
+  // Fused native layer norm when the addon is active, the tf-op formula otherwise (see ./ops.ts).
+  const layerNorm = (x: tf.Tensor2D, g: tf.Tensor, b: tf.Tensor): tf.Tensor2D => fusedLayerNorm(x, g, b, 1e-5) as tf.Tensor2D;
 
   const loss = (inputs: tf.Tensor2D, targets: tf.Tensor2D): tf.Scalar => {
     const [B, T] = inputs.shape;
