@@ -1,0 +1,99 @@
+// `gems eval`: evaluates one or more checkpoints and writes JSON + Markdown under <dataDir>/runs/<name>/.
+//   --protocol loo        leave-one-out (ML-1M, HSTU protocol): HR/NDCG@10/50/200, filtered and unfiltered
+//   --protocol lifelong   generated set: Recall/NDCG@10/100/500 + HRecall@Level, split dormant/current
+import { basename, dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { flagList, flagNumber, flagString, UsageError } from '../args.js';
+import type { Command } from '../command.js';
+import { initBackend } from '../../compute/backend.js';
+import { resolvedPaths } from '../../config/config.js';
+import { generatedPaths } from '../../data/generator/write.js';
+import { evaluateGemsLeaveOneOut, evaluateLifelong } from '../../eval/gemsEval.js';
+import { evaluateLeaveOneOut, type Split } from '../../eval/leaveOneOut.js';
+import { ML1M_REFERENCE, writeReport, type ResultRow } from '../../eval/report.js';
+import { loadSequences } from '../../eval/sequences.js';
+import { loadGems } from '../../model/recommend.js';
+import { fingerprint, readCheckpoint } from '../../train/checkpoint.js';
+import { loadHistories, readTruth } from '../../train/gemsData.js';
+import { loadSasRec, sasrecScorer } from '../../train/sasrecTrainer.js';
+import type { History } from '../../data/events.js';
+
+export const command: Command = {
+  summary: 'evaluate checkpoints (leave-one-out HR/NDCG filtered+unfiltered, or the lifelong Recall/NDCG/HRecall)',
+  usage: `gems eval --checkpoint DIR [--checkpoint DIR …] | --run NAME [--run NAME …]
+          [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N]
+          [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
+  A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
+  (default out: <dataDir>/runs/<first run name>).`,
+  async run({ config, args, out, log }) {
+    const paths = resolvedPaths(config);
+    const dirs = [...flagList(args, 'checkpoint'), ...flagList(args, 'run').map((r) => join(paths.checkpoints, r, 'best'))];
+    if (dirs.length === 0) throw new UsageError('give --checkpoint DIR or --run NAME');
+    for (const d of dirs) if (!existsSync(join(d, 'meta.json'))) throw new UsageError(`${d} is not a checkpoint directory`);
+    const split = flagString(args, 'split', 'test') as Split;
+    if (split !== 'test' && split !== 'valid') throw new UsageError(`--split must be test or valid`);
+    const protocol = flagString(args, 'protocol', existsSync(generatedPaths(config.dataDir).truth) ? 'lifelong' : 'loo');
+    const maxUsers = args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined;
+    await initBackend();
+    const rows: ResultRow[] = [];
+    const details: Record<string, unknown> = { checkpoints: dirs, split, protocol };
+    let histories: History[] | null = null;
+    const getHistories = async () => (histories ??= await loadHistories(config, { maxUsers }));
+    for (const dir of dirs) {
+      const meta = readCheckpoint(dir).meta;
+      const label = flagList(args, 'label')[dirs.indexOf(dir)] ?? `${meta.kind} ${basename(dirname(dir))}`;
+      if (meta.kind === 'sasrec') {
+        if (protocol !== 'loo') throw new UsageError('the SASRec baseline is evaluated with --protocol loo');
+        const seqs = await loadSequences(config, args.flags['sequences-csv'] ? flagString(args, 'sequences-csv') : undefined);
+        const { model, indexToItemId } = loadSasRec(dir);
+        if (indexToItemId.length !== seqs.indexToItemId.length || indexToItemId.some((id, i) => id !== seqs.indexToItemId[i])) {
+          throw new Error(`${dir}: the checkpoint's item vocabulary differs from the evaluation data's (different data set?)`);
+        }
+        if (fingerprint(seqs.offsets, seqs.items) !== meta.dataFingerprint) log.warn('evaluation data differs from the training data (fingerprint)', { checkpoint: meta.dataFingerprint });
+        const res = await evaluateLeaveOneOut(seqs, sasrecScorer(model), { split });
+        rows.push({ name: `${label} (filtered)`, metrics: res.filtered }, { name: `${label} (unfiltered)`, metrics: res.unfiltered });
+        details[dir] = { seconds: res.seconds, dataFingerprint: meta.dataFingerprint, train: meta.train };
+        model.params.dispose();
+      } else if (meta.kind === 'gems') {
+        const loaded = loadGems(dir);
+        const hs = await getHistories();
+        if (protocol === 'loo') {
+          const res = evaluateGemsLeaveOneOut(loaded, hs, split, [10, 50, 200], { batchSize: flagNumber(args, 'batch', 8) });
+          rows.push({ name: `${label} (filtered)`, metrics: res.filtered }, { name: `${label} (unfiltered)`, metrics: res.unfiltered });
+          details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
+        } else {
+          const truth = readTruth(generatedPaths(config.dataDir).truth);
+          const byUser = new Map(hs.map((h) => [h.userId, h] as const));
+          const res = evaluateLifelong(loaded, byUser, truth, [10, 100, 500], { batchSize: flagNumber(args, 'batch', 8) });
+          rows.push({ name: `${label} all targets`, metrics: res.overall }, { name: `${label} dormant`, metrics: res.dormant }, { name: `${label} current`, metrics: res.current });
+          details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
+        }
+        loaded.model.params.dispose();
+      } else throw new UsageError(`${dir}: unknown model kind '${meta.kind}'`);
+      log.info('evaluated', { checkpoint: dir, rows: rows.slice(-3) });
+    }
+    const allRows = protocol === 'loo' ? [...rows, ...ML1M_REFERENCE] : rows;
+    const name = flagString(args, 'name', `eval-${protocol}-${split}`);
+    const outDir = flagString(args, 'out', join(paths.runs, basename(dirname(dirs[0]!))));
+    const columns = protocol === 'loo' ? ['users', 'HR@10', 'NDCG@10', 'HR@50', 'NDCG@50', 'HR@200', 'NDCG@200'] : undefined;
+    const files = writeReport(
+      outDir,
+      name,
+      {
+        title: `gems eval (${protocol}, ${split})`,
+        command: `gems ${process.argv.slice(2).join(' ')}`,
+        protocol:
+          protocol === 'loo'
+            ? 'Leave-one-out (last item = test, second-to-last = validation), ranking over all items; "filtered" removes the items of the input history from the ranking (HSTU default), "unfiltered" keeps them. Published rows: generative-recommenders README (filtered protocol).'
+            : 'Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K); HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator\'s dormant flag.',
+        rows: allRows,
+        details,
+        createdAt: new Date().toISOString(),
+      },
+      columns,
+    );
+    for (const r of allRows) out(JSON.stringify({ model: r.name, ...r.metrics }));
+    out(JSON.stringify({ json: files.json, markdown: files.md }));
+    return 0;
+  },
+};

@@ -1,0 +1,57 @@
+// `gems train`: trains a model and writes checkpoints under <dataDir>/checkpoints/<run>/{last,best}.
+//   --model sasrec   the SASRec-style ID baseline (calibration of the leave-one-out protocol)
+//   --model gems     the GEMs generative model (three streams, indexer, SID decoder), three-stage training
+import { join } from 'node:path';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { flagBool, flagNumber, flagString, UsageError } from '../args.js';
+import type { Command } from '../command.js';
+import { initBackend } from '../../compute/backend.js';
+import { resolvedPaths } from '../../config/config.js';
+import { loadSequences } from '../../eval/sequences.js';
+import { SASREC_ML1M } from '../../model/sasrec.js';
+import { DEFAULT_SASREC_TRAIN, trainSasRec } from '../../train/sasrecTrainer.js';
+
+export const command: Command = {
+  summary: 'train a model (--model sasrec|gems), checkpoint every epoch, resume with --resume',
+  usage: `gems train --model sasrec|gems [--run NAME] [--resume] [--epochs N] [--patience N] [--max-minutes M]
+           [--batch N] [--lr X] [--sequences-csv FILE]   (sasrec: data from the history store unless --sequences-csv)
+  gems options: see \`gems train --model gems --help\` (preset, streams, fusion, stages)`,
+  async run({ config, args, out, log }) {
+    const kind = flagString(args, 'model', 'gems');
+    const run = flagString(args, 'run', kind);
+    const runDir = join(resolvedPaths(config).checkpoints, run);
+    await initBackend();
+    if (kind === 'sasrec') {
+      const seqs = await loadSequences(config, args.flags['sequences-csv'] ? flagString(args, 'sequences-csv') : undefined);
+      log.info('data', { users: seqs.userIds.length, items: seqs.numItems, events: seqs.items.length });
+      const tc = {
+        ...DEFAULT_SASREC_TRAIN,
+        epochs: flagNumber(args, 'epochs', DEFAULT_SASREC_TRAIN.epochs),
+        patience: flagNumber(args, 'patience', DEFAULT_SASREC_TRAIN.patience),
+        maxMinutes: flagNumber(args, 'max-minutes', DEFAULT_SASREC_TRAIN.maxMinutes),
+        batchSize: flagNumber(args, 'batch', DEFAULT_SASREC_TRAIN.batchSize),
+        seed: config.seed,
+        adam: { ...DEFAULT_SASREC_TRAIN.adam, lr: flagNumber(args, 'lr', DEFAULT_SASREC_TRAIN.adam.lr) },
+      };
+      const mc = {
+        ...SASREC_ML1M,
+        numItems: seqs.numItems,
+        seed: config.seed,
+        d: flagNumber(args, 'dim', SASREC_ML1M.d),
+        layers: flagNumber(args, 'layers', SASREC_ML1M.layers),
+        maxLen: flagNumber(args, 'max-len', SASREC_ML1M.maxLen),
+        dropout: flagNumber(args, 'dropout', SASREC_ML1M.dropout),
+      };
+      const res = await trainSasRec(seqs, mc, tc, runDir, { resume: flagBool(args, 'resume') });
+      mkdirSync(runDir, { recursive: true });
+      writeFileSync(join(runDir, 'train-summary.json'), JSON.stringify(res, null, 2));
+      out(JSON.stringify({ run, best_epoch: res.bestEpoch, epochs: res.epochsRun, checkpoint: res.checkpointDir, valid: res.valid?.filtered }));
+      return 0;
+    }
+    if (kind === 'gems') {
+      const { runGemsTrainCommand } = await import('../../train/gemsCommand.js');
+      return runGemsTrainCommand({ config, args, out, log }, runDir);
+    }
+    throw new UsageError(`--model must be sasrec or gems, got '${kind}'`);
+  },
+};

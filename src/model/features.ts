@@ -1,0 +1,162 @@
+// Turning histories into model inputs. Every event becomes a row of small integer features (item index, hashed
+// author and tags, bucketised time gap / hour / play time / duration) plus its 5 label bits; a stream of a batch of
+// users is left-padded to a fixed length. The lifecycle stream arrives as a fixed M × dm summary per user.
+import type { History } from '../data/events.js';
+import type { SemanticIds } from './sid.js';
+import { centroidItemVectors } from './sid.js';
+import { hash32 } from '../util/random.js';
+
+export interface FeatureConfig {
+  authorBuckets: number;
+  tagBuckets: number;
+  /** Tags pooled per event (more are dropped). */
+  maxTags: number;
+}
+
+export const GAP_BUCKETS = 34; // 0 pad, 1 unknown, 2..33 = 2 + floor(log2(1 + minutes))
+export const HOUR_BUCKETS = 26; // 0 pad, 1 unknown, 2..25
+export const LOG_BUCKETS = 18; // 0 pad, 1 unknown, 2..17 = 2 + floor(log2(1 + seconds))
+export const LABEL_BITS = 5;
+
+/** One stream of B users, left-padded to T rows each (row b*T + j; valid rows at the end). */
+export interface StreamBatch {
+  B: number;
+  T: number;
+  item: Int32Array;
+  author: Int32Array;
+  /** B*T*maxTags tag buckets (0 = none). */
+  tags: Int32Array;
+  gap: Int32Array;
+  hour: Int32Array;
+  play: Int32Array;
+  dur: Int32Array;
+  labels: Float32Array;
+  valid: Uint8Array;
+}
+
+export class ItemVocab {
+  private readonly index = new Map<number, number>();
+  constructor(readonly itemIds: Int32Array) {
+    itemIds.forEach((id, i) => this.index.set(id, i + 1));
+  }
+  get size(): number {
+    return this.itemIds.length;
+  }
+  /** 1-based index, 0 for items outside the vocabulary. */
+  indexOf(itemId: number): number {
+    return this.index.get(itemId) ?? 0;
+  }
+}
+
+function logBucket(x: number): number {
+  if (!Number.isFinite(x) || x < 0) return 1;
+  return 2 + Math.min(LOG_BUCKETS - 3, Math.floor(Math.log2(1 + x)));
+}
+
+/** Builds one stream batch from per-user histories (each already cut to this stream), referencing time `refTs`. */
+export function buildStreamBatch(hs: History[], T: number, vocab: ItemVocab, fc: FeatureConfig, refTs: number[]): StreamBatch {
+  const B = hs.length;
+  const n = B * T;
+  const sb: StreamBatch = {
+    B,
+    T,
+    item: new Int32Array(n),
+    author: new Int32Array(n),
+    tags: new Int32Array(n * fc.maxTags),
+    gap: new Int32Array(n),
+    hour: new Int32Array(n),
+    play: new Int32Array(n),
+    dur: new Int32Array(n),
+    labels: new Float32Array(n * LABEL_BITS),
+    valid: new Uint8Array(n),
+  };
+  hs.forEach((h, b) => {
+    const len = Math.min(T, h.length);
+    const start = h.length - len;
+    for (let j = 0; j < len; j++) {
+      const e = start + j;
+      const r = b * T + (T - len) + j;
+      sb.valid[r] = 1;
+      sb.item[r] = vocab.indexOf(h.itemId[e]!);
+      sb.author[r] = h.authorId[e]! > 0 ? 1 + (hash32(h.authorId[e]!) % (fc.authorBuckets - 1)) : 0;
+      const t0 = h.tagOffsets[e]!;
+      const t1 = Math.min(h.tagOffsets[e + 1]!, t0 + fc.maxTags);
+      for (let t = t0; t < t1; t++) sb.tags[r * fc.maxTags + (t - t0)] = 1 + (hash32(h.tagIds[t]! ^ 0x5bd1e995) % (fc.tagBuckets - 1));
+      const ts = h.ts[e]!;
+      const ref = refTs[b]!;
+      sb.gap[r] = Number.isFinite(ts) && Number.isFinite(ref) ? 2 + Math.min(GAP_BUCKETS - 3, Math.floor(Math.log2(1 + Math.max(0, ref - ts) / 60000))) : 1;
+      sb.hour[r] = Number.isFinite(ts) ? 2 + (Math.floor(ts / 3_600_000) % 24) : 1;
+      sb.play[r] = logBucket(h.playMs[e]! / 1000);
+      sb.dur[r] = logBucket(h.durationMs[e]! / 1000);
+      const lab = h.labels[e]!;
+      for (let k = 0; k < LABEL_BITS; k++) sb.labels[r * LABEL_BITS + k] = (lab >> k) & 1;
+    }
+  });
+  return sb;
+}
+
+/**
+ * A fixed-size summary of the lifecycle stream: M × dim vectors + which slots hold data. This is the interface of
+ * the lifecycle memory (src/lifecycle/memory.ts, `LifecycleMemory.vectors`); any producer with it plugs in.
+ */
+export interface LifecycleSummary {
+  slots: number;
+  dim: number;
+  vectors: Float32Array;
+  valid: Uint8Array;
+}
+
+export interface LifecycleSummarizer {
+  readonly slots: number;
+  readonly dim: number;
+  /** Summary of `lifecycle` (the events older than T_mid as of the request), computed without later events. */
+  summarize(lifecycle: History): LifecycleSummary;
+}
+
+/**
+ * Interim lifecycle summary until the QLA compressor's memories are wired in: the lifecycle events are split into
+ * M chronological chunks and each slot is the mean quantised item vector (tokenizer centroids) of its chunk.
+ * Parameter-free and computable offline, like the compressor; swapping it out is swapping this object.
+ */
+export class ChunkMeanSummarizer implements LifecycleSummarizer {
+  readonly dim: number;
+  private readonly vectors: Float32Array;
+  private readonly rowOf: (id: number) => number;
+
+  constructor(
+    sid: SemanticIds,
+    readonly slots: number,
+  ) {
+    const v = centroidItemVectors(sid);
+    this.dim = v.dim;
+    this.vectors = v.vectors;
+    this.rowOf = (id) => sid.rowOf(id);
+  }
+
+  summarize(h: History): LifecycleSummary {
+    const { slots: M, dim } = this;
+    const out = new Float32Array(M * dim);
+    const valid = new Uint8Array(M);
+    const n = h.length;
+    if (n === 0) return { slots: M, dim, vectors: out, valid };
+    const used = Math.min(M, n);
+    // Chunks fill the last `used` slots so the newest chunk is always slot M-1.
+    for (let s = 0; s < used; s++) {
+      const a = Math.floor((s * n) / used);
+      const b = Math.floor(((s + 1) * n) / used);
+      const slot = M - used + s;
+      let cnt = 0;
+      for (let e = a; e < b; e++) {
+        const r = this.rowOf(h.itemId[e]!);
+        if (r < 0) continue;
+        cnt++;
+        for (let j = 0; j < dim; j++) out[slot * dim + j]! += this.vectors[r * dim + j]!;
+      }
+      if (cnt > 0) {
+        for (let j = 0; j < dim; j++) out[slot * dim + j]! /= cnt;
+        valid[slot] = 1;
+      }
+    }
+    return { slots: M, dim, vectors: out, valid };
+  }
+}

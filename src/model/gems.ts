@@ -1,0 +1,588 @@
+// The GEMs model (DESIGN §2): behavior encoder → three streams (recent self-attention, mid-term through the
+// lightweight-indexer cross-attention, lifecycle memory through a light self-attention block) → a Semantic-ID
+// decoder whose blocks are causal self-attention → one cross-attention per stream (own parameters) → fusion →
+// FFN. Output logits of level ℓ = hidden · codebook-ℓ embeddings (tied with the decoder's input embeddings).
+//
+// Fusion (config `fusion`): 'sum' (d, the default) adds the per-stream cross-attention outputs with no learned
+// weights; 'gated' (c) weights them by a learned softmax gate; 'concat' (b) concatenates the separately encoded
+// streams into one decoder memory with one cross-attention; 'shared' (a) runs one shared encoder over the
+// concatenated stream tokens. The indexer exists only where the mid-term stream has its own cross-attention
+// (sum, gated).
+//
+// Indexer: score(q, k) = Σ_h w_h(q) · ReLU(q_h · k), with its own projections of the *detached* decoder state and
+// mid-term keys, trained only by KL(full attention ‖ indexer) where the full attention probabilities are detached
+// as well — so the indexer gets gradients only from that loss and the loss does not move the rest of the model.
+// With selection on, each query attends only to its top-k mid-term keys by indexer score (k ≥ keys = full).
+import { tf } from '../compute/backend.js';
+import { softmaxCrossEntropy } from '../compute/ops.js';
+import { GAP_BUCKETS, HOUR_BUCKETS, LABEL_BITS, LOG_BUCKETS, type FeatureConfig, type StreamBatch } from './features.js';
+import { attention, causalBias, dense, dropout, gatherRows, gelu, layerNorm, logSoftmaxLast, matMul2d, stopGradient, type AttentionParams } from './ops.js';
+import { ParamStore } from './params.js';
+
+type T = tf.Tensor;
+
+export type FusionKind = 'sum' | 'gated' | 'concat' | 'shared';
+export type StreamName = 'recent' | 'mid' | 'lifecycle';
+export const STREAMS: StreamName[] = ['recent', 'mid', 'lifecycle'];
+
+export interface GemsModelConfig {
+  kind: 'gems';
+  /** Items in the vocabulary (indices 1..numItems; 0 = padding/unknown). */
+  numItems: number;
+  /** Codebook size per generated level (tokenizer sizes, incl. the disambiguation level). */
+  sizes: number[];
+  d: number;
+  heads: number;
+  ffMult: number;
+  dropout: number;
+  seed: number;
+  features: FeatureConfig & { itemDim: number; authorDim: number; tagDim: number; timeDim: number };
+  tRecent: number;
+  tMid: number;
+  recentLayers: number;
+  decoderLayers: number;
+  indexer: { heads: number; dim: number; topK: number; klWeight: number };
+  lifecycle: { slots: number; inDim: number; layers: number };
+  fusion: FusionKind;
+  streams: Record<StreamName, boolean>;
+}
+
+export function defaultGemsConfig(numItems: number, sizes: number[], over: Partial<GemsModelConfig> = {}): GemsModelConfig {
+  return {
+    kind: 'gems',
+    numItems,
+    sizes,
+    d: 64,
+    heads: 2,
+    ffMult: 2,
+    dropout: 0.1,
+    seed: 42,
+    features: { authorBuckets: 1024, tagBuckets: 512, maxTags: 4, itemDim: 48, authorDim: 8, tagDim: 8, timeDim: 4 },
+    tRecent: 64,
+    tMid: 512,
+    recentLayers: 2,
+    decoderLayers: 2,
+    indexer: { heads: 2, dim: 16, topK: 64, klWeight: 1 },
+    lifecycle: { slots: 32, inDim: 32, layers: 1 },
+    fusion: 'sum',
+    streams: { recent: true, mid: true, lifecycle: true },
+    ...over,
+  };
+}
+
+/** Model input for B users: the three streams as of the request (or the training target). */
+export interface GemsBatch {
+  B: number;
+  recent: StreamBatch;
+  mid: StreamBatch;
+  /** B × slots × inDim lifecycle summaries and B × slots validity. */
+  lifecycle: Float32Array;
+  lifecycleValid: Uint8Array;
+}
+
+export interface ForwardOptions {
+  training: boolean;
+  /** Compute the indexer KL (stages 2 and 3). */
+  indexerLoss: boolean;
+  /** Attend only to the indexer's top-k mid-term keys (stage 3 and serving); 0 = full attention. */
+  topK: number;
+  /** Record each stream's share of the cross-attention output (explanations; inference only). */
+  wantMass?: boolean;
+}
+
+interface Memory {
+  keys: T;
+  /** Additive key mask [B,1,1,Lk]. */
+  bias: T;
+  /** Validity per key (B × Lk), for the indexer's top-k. */
+  valid: Uint8Array;
+}
+
+export interface EncodedStreams {
+  B: number;
+  mem: Partial<Record<StreamName | 'all', Memory>>;
+}
+
+export interface DecodeResult {
+  hidden: T;
+  /** Mean indexer KL over blocks and valid queries (scalar), when asked for. */
+  kl?: T;
+  /** B × S per-stream output-norm shares (S = enabled streams in STREAMS order), when asked for. */
+  mass?: Float32Array;
+}
+
+function maskFromValid(valid: Uint8Array, B: number, L: number): T {
+  const m = new Float32Array(B * L);
+  for (let i = 0; i < B * L; i++) m[i] = valid[i] ? 0 : -1e9;
+  return tf.tensor4d(m, [B, 1, 1, L]);
+}
+
+export class GemsModel {
+  readonly params: ParamStore;
+  private dropSeed = 7;
+  private readonly causal = new Map<number, T>();
+  readonly W: number;
+
+  constructor(readonly cfg: GemsModelConfig) {
+    if (!STREAMS.some((s) => cfg.streams[s])) throw new Error('GEMs config: at least one stream must be on');
+    if (cfg.tMid <= cfg.tRecent) throw new Error(`GEMs config: tMid (${cfg.tMid}) must exceed tRecent (${cfg.tRecent})`);
+    this.W = cfg.sizes.length;
+    this.params = new ParamStore(cfg.seed);
+    this.defineParams();
+  }
+
+  get enabledStreams(): StreamName[] {
+    return STREAMS.filter((s) => this.cfg.streams[s]);
+  }
+
+  get midLen(): number {
+    return this.cfg.tMid - this.cfg.tRecent;
+  }
+
+  /** Whether the mid-term stream has its own cross-attention (and so an indexer). */
+  get hasIndexer(): boolean {
+    return this.cfg.streams.mid && (this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated');
+  }
+
+  // ---- parameters -------------------------------------------------------------------------------------------
+
+  private attnParams(prefix: string, dIn = this.cfg.d): void {
+    const { d } = this.cfg;
+    const p = this.params;
+    p.get(`${prefix}.wq`, [d, d]);
+    p.get(`${prefix}.wk`, [dIn, d]);
+    p.get(`${prefix}.wv`, [dIn, d]);
+    p.get(`${prefix}.wo`, [d, d]);
+  }
+
+  private normParams(prefix: string): void {
+    this.params.get(`${prefix}.g`, [this.cfg.d], 'ones');
+    this.params.get(`${prefix}.b`, [this.cfg.d], 'zeros');
+  }
+
+  private ffnParams(prefix: string): void {
+    const { d, ffMult } = this.cfg;
+    this.params.get(`${prefix}.w1`, [d, d * ffMult]);
+    this.params.get(`${prefix}.b1`, [d * ffMult], 'zeros');
+    this.params.get(`${prefix}.w2`, [d * ffMult, d]);
+    this.params.get(`${prefix}.b2`, [d], 'zeros');
+  }
+
+  private selfBlockParams(prefix: string): void {
+    this.normParams(`${prefix}.norm1`);
+    this.attnParams(`${prefix}.attn`);
+    this.normParams(`${prefix}.norm2`);
+    this.ffnParams(`${prefix}.ffn`);
+  }
+
+  private defineParams(): void {
+    const c = this.cfg;
+    const f = c.features;
+    const p = this.params;
+    const { d } = c;
+    // Behavior encoder (shared by the event streams).
+    p.get('be.item', [c.numItems + 1, f.itemDim], 'normal', 0.1);
+    p.get('be.author', [f.authorBuckets, f.authorDim], 'normal', 0.1);
+    p.get('be.tag', [f.tagBuckets, f.tagDim], 'normal', 0.1);
+    p.get('be.gap', [GAP_BUCKETS, f.timeDim], 'normal', 0.1);
+    p.get('be.hour', [HOUR_BUCKETS, f.timeDim], 'normal', 0.1);
+    p.get('be.play', [LOG_BUCKETS, f.timeDim], 'normal', 0.1);
+    p.get('be.dur', [LOG_BUCKETS, f.timeDim], 'normal', 0.1);
+    const cat = f.itemDim + f.authorDim + f.tagDim + 4 * f.timeDim + LABEL_BITS;
+    p.get('be.w1', [cat, d]);
+    p.get('be.b1', [d], 'zeros');
+    p.get('be.w2', [d, d]);
+    p.get('be.b2', [d], 'zeros');
+    const shared = c.fusion === 'shared';
+    if (c.streams.recent || shared) {
+      p.get('recent.pos', [c.tRecent, d], 'normal', 0.02);
+      for (let l = 0; l < c.recentLayers; l++) this.selfBlockParams(`recent${l}`);
+      this.normParams('recent.out');
+    }
+    if (c.streams.mid) {
+      p.get('mid.pos', [this.midLen, d], 'normal', 0.02);
+      this.ffnParams('mid.mlp');
+      this.normParams('mid.out');
+    }
+    if (c.streams.lifecycle) {
+      p.get('life.proj', [c.lifecycle.inDim, d]);
+      p.get('life.projb', [d], 'zeros');
+      p.get('life.slot', [c.lifecycle.slots, d], 'normal', 0.02);
+      if (!shared) {
+        for (let l = 0; l < c.lifecycle.layers; l++) this.selfBlockParams(`life${l}`);
+        this.normParams('life.out');
+      }
+    }
+    if (shared) p.get('shared.segment', [3, d], 'normal', 0.02);
+    // Decoder.
+    p.get('dec.bos', [d], 'normal', 0.1);
+    p.get('dec.pos', [this.W, d], 'normal', 0.02);
+    c.sizes.forEach((k, l) => p.get(`code${l}`, [k, d], 'normal', 1 / Math.sqrt(d)));
+    for (let l = 0; l < c.decoderLayers; l++) {
+      const pre = `dec${l}`;
+      this.normParams(`${pre}.norm_self`);
+      this.attnParams(`${pre}.self`);
+      if (c.fusion === 'sum' || c.fusion === 'gated') {
+        for (const s of this.enabledStreams) {
+          this.normParams(`${pre}.norm_${s}`);
+          this.attnParams(`${pre}.x_${s}`);
+        }
+        if (c.fusion === 'gated') {
+          p.get(`${pre}.gate.w`, [d, this.enabledStreams.length]);
+          p.get(`${pre}.gate.b`, [this.enabledStreams.length], 'zeros');
+        }
+        if (this.hasIndexer) {
+          const ix = c.indexer;
+          p.get(`${pre}.indexer.wq`, [d, ix.heads * ix.dim]);
+          p.get(`${pre}.indexer.wk`, [d, ix.dim]);
+          p.get(`${pre}.indexer.ww`, [d, ix.heads]);
+        }
+      } else {
+        this.normParams(`${pre}.norm_all`);
+        this.attnParams(`${pre}.x_all`);
+      }
+      this.normParams(`${pre}.norm_ffn`);
+      this.ffnParams(`${pre}.ffn`);
+    }
+    this.normParams('dec.out');
+  }
+
+  private v(name: string): T {
+    const x = this.params.vars.get(name);
+    if (!x) throw new Error(`GEMs model: missing parameter ${name}`);
+    return x;
+  }
+
+  private attn(prefix: string): AttentionParams {
+    return { wq: this.v(`${prefix}.wq`), wk: this.v(`${prefix}.wk`), wv: this.v(`${prefix}.wv`), wo: this.v(`${prefix}.wo`) };
+  }
+
+  private norm(prefix: string, x: T): T {
+    return layerNorm(x, this.v(`${prefix}.g`), this.v(`${prefix}.b`));
+  }
+
+  private ffn(prefix: string, x: T, training: boolean): T {
+    const h = gelu(dense(x, this.v(`${prefix}.w1`), this.v(`${prefix}.b1`)));
+    return dense(this.drop(h, training), this.v(`${prefix}.w2`), this.v(`${prefix}.b2`));
+  }
+
+  private drop(x: T, training: boolean): T {
+    return training ? dropout(x, this.cfg.dropout, this.dropSeed++) : x;
+  }
+
+  private causalMask(L: number): T {
+    let m = this.causal.get(L);
+    if (!m) {
+      m = tf.keep(causalBias(L));
+      this.causal.set(L, m);
+    }
+    return m;
+  }
+
+  private selfBlock(prefix: string, x: T, bias: T, training: boolean): T {
+    const n = this.norm(`${prefix}.norm1`, x);
+    const a = attention(n, n, this.attn(`${prefix}.attn`), this.cfg.heads, bias).out;
+    x = x.add(this.drop(a, training));
+    return x.add(this.drop(this.ffn(`${prefix}.ffn`, this.norm(`${prefix}.norm2`, x), training), training));
+  }
+
+  // ---- encoders ---------------------------------------------------------------------------------------------
+
+  /** Behavior encoder: event features → [B, T, d]. */
+  behavior(sb: StreamBatch, training: boolean): T {
+    const f = this.cfg.features;
+    const n = sb.B * sb.T;
+    const tagMask = new Float32Array(n * f.maxTags);
+    const tagCount = new Float32Array(n);
+    for (let i = 0; i < n * f.maxTags; i++) if (sb.tags[i]! > 0) {
+      tagMask[i] = 1;
+      tagCount[Math.floor(i / f.maxTags)]! += 1;
+    }
+    for (let i = 0; i < n; i++) tagCount[i] = 1 / Math.max(1, tagCount[i]!);
+    const tags = gatherRows(this.v('be.tag'), sb.tags)
+      .reshape([n, f.maxTags, f.tagDim])
+      .mul(tf.tensor3d(tagMask, [n, f.maxTags, 1]))
+      .sum(1)
+      .mul(tf.tensor2d(tagCount, [n, 1]));
+    const x = tf.concat(
+      [
+        gatherRows(this.v('be.item'), sb.item),
+        gatherRows(this.v('be.author'), sb.author),
+        tags,
+        gatherRows(this.v('be.gap'), sb.gap),
+        gatherRows(this.v('be.hour'), sb.hour),
+        gatherRows(this.v('be.play'), sb.play),
+        gatherRows(this.v('be.dur'), sb.dur),
+        tf.tensor2d(sb.labels, [n, LABEL_BITS]),
+      ],
+      1,
+    );
+    const h = dense(this.drop(gelu(dense(x, this.v('be.w1'), this.v('be.b1'))), training), this.v('be.w2'), this.v('be.b2'));
+    return h.reshape([sb.B, sb.T, this.cfg.d]);
+  }
+
+  private positions(name: string, T: number): T {
+    return this.v(name).reshape([1, T, this.cfg.d]);
+  }
+
+  private lifecycleTokens(batch: GemsBatch): T {
+    const { slots, inDim } = this.cfg.lifecycle;
+    const x = tf.tensor3d(batch.lifecycle, [batch.B, slots, inDim]);
+    return dense(x, this.v('life.proj'), this.v('life.projb')).add(this.v('life.slot').reshape([1, slots, this.cfg.d]));
+  }
+
+  /** Encodes the enabled streams into decoder memories. */
+  encode(batch: GemsBatch, training: boolean): EncodedStreams {
+    const c = this.cfg;
+    const B = batch.B;
+    if (batch.recent.T !== c.tRecent || batch.mid.T !== this.midLen) throw new Error(`GEMs batch: stream lengths ${batch.recent.T}/${batch.mid.T}, model expects ${c.tRecent}/${this.midLen}`);
+    if (batch.lifecycle.length !== B * c.lifecycle.slots * c.lifecycle.inDim) throw new Error(`GEMs batch: lifecycle summary has ${batch.lifecycle.length} values, expected ${B}×${c.lifecycle.slots}×${c.lifecycle.inDim}`);
+    const mem: EncodedStreams['mem'] = {};
+    if (c.fusion === 'shared') {
+      const parts: T[] = [];
+      const valids: Uint8Array[] = [];
+      const seg = this.v('shared.segment');
+      const segRow = (i: number) => seg.slice([i, 0], [1, c.d]).reshape([1, 1, c.d]);
+      if (c.streams.lifecycle) {
+        parts.push(this.lifecycleTokens(batch).add(segRow(0)));
+        valids.push(batch.lifecycleValid);
+      }
+      if (c.streams.mid) {
+        parts.push(this.behavior(batch.mid, training).add(this.positions('mid.pos', this.midLen)).add(segRow(1)));
+        valids.push(batch.mid.valid);
+      }
+      if (c.streams.recent) {
+        parts.push(this.behavior(batch.recent, training).add(this.positions('recent.pos', c.tRecent)).add(segRow(2)));
+        valids.push(batch.recent.valid);
+      }
+      const valid = concatValid(valids, B);
+      const L = valid.length / B;
+      const bias = maskFromValid(valid, B, L);
+      let x = this.drop(tf.concat(parts, 1), training);
+      for (let l = 0; l < c.recentLayers; l++) x = this.selfBlock(`recent${l}`, x, bias, training);
+      mem.all = { keys: this.norm('recent.out', x), bias, valid };
+      return { B, mem };
+    }
+    if (c.streams.recent) {
+      const bias = maskFromValid(batch.recent.valid, B, c.tRecent);
+      let x = this.drop(this.behavior(batch.recent, training).add(this.positions('recent.pos', c.tRecent)), training);
+      for (let l = 0; l < c.recentLayers; l++) x = this.selfBlock(`recent${l}`, x, bias, training);
+      mem.recent = { keys: this.norm('recent.out', x), bias, valid: batch.recent.valid };
+    }
+    if (c.streams.mid) {
+      const x = this.behavior(batch.mid, training).add(this.positions('mid.pos', this.midLen));
+      const h = x.add(this.drop(this.ffn('mid.mlp', x, training), training));
+      mem.mid = { keys: this.norm('mid.out', h), bias: maskFromValid(batch.mid.valid, B, this.midLen), valid: batch.mid.valid };
+    }
+    if (c.streams.lifecycle) {
+      const bias = maskFromValid(batch.lifecycleValid, B, c.lifecycle.slots);
+      let x = this.lifecycleTokens(batch);
+      for (let l = 0; l < c.lifecycle.layers; l++) x = this.selfBlock(`life${l}`, x, bias, training);
+      mem.lifecycle = { keys: this.norm('life.out', x), bias, valid: batch.lifecycleValid };
+    }
+    if (c.fusion === 'concat') {
+      const names = this.enabledStreams;
+      const valid = concatValid(names.map((s) => mem[s]!.valid), B);
+      const keys = tf.concat(names.map((s) => mem[s]!.keys), 1);
+      return { B, mem: { all: { keys, bias: maskFromValid(valid, B, valid.length / B), valid } } };
+    }
+    return { B, mem };
+  }
+
+  /** Repeats each user's memories `times` times (beam search: one row per beam). */
+  tile(enc: EncodedStreams, times: number): EncodedStreams {
+    if (times === 1) return enc;
+    const idx = Int32Array.from({ length: enc.B * times }, (_, i) => Math.floor(i / times));
+    const idxT = tf.tensor1d(idx, 'int32');
+    const mem: EncodedStreams['mem'] = {};
+    for (const [k, m] of Object.entries(enc.mem) as [StreamName | 'all', Memory][]) {
+      const Lk = m.valid.length / enc.B;
+      const valid = new Uint8Array(idx.length * Lk);
+      idx.forEach((u, i) => valid.set(m.valid.subarray(u * Lk, (u + 1) * Lk), i * Lk));
+      mem[k] = { keys: tf.gather(m.keys, idxT), bias: tf.gather(m.bias, idxT), valid };
+    }
+    return { B: enc.B * times, mem };
+  }
+
+  // ---- indexer ----------------------------------------------------------------------------------------------
+
+  /** Indexer scores [B, Lq, Lk] from detached queries and keys. */
+  indexerScores(layer: number, q: T, keys: T): T {
+    const ix = this.cfg.indexer;
+    const [B, Lq] = q.shape as [number, number, number];
+    const Lk = keys.shape[1]!;
+    const qd = stopGradient(q);
+    const kd = stopGradient(keys);
+    const qi = dense(qd, this.v(`dec${layer}.indexer.wq`)).reshape([B, Lq * ix.heads, ix.dim]);
+    const ki = dense(kd, this.v(`dec${layer}.indexer.wk`)); // [B, Lk, dim]
+    const dots = tf.relu(tf.matMul(qi, ki, false, true)).reshape([B, Lq, ix.heads, Lk]);
+    const w = dense(qd, this.v(`dec${layer}.indexer.ww`)).reshape([B, Lq, ix.heads, 1]);
+    return dots.mul(w).sum(2);
+  }
+
+  /** Additive mask [B,1,Lq,Lk] keeping each query's top-k valid keys by indexer score (a constant: no gradient). */
+  static topKBias(scores: Float32Array, valid: Uint8Array, B: number, Lq: number, Lk: number, k: number): T {
+    const out = new Float32Array(B * Lq * Lk).fill(-1e9);
+    const idx: number[] = [];
+    for (let b = 0; b < B; b++) {
+      for (let q = 0; q < Lq; q++) {
+        const base = (b * Lq + q) * Lk;
+        idx.length = 0;
+        for (let j = 0; j < Lk; j++) if (valid[b * Lk + j]) idx.push(j);
+        if (idx.length > k) idx.sort((x, y) => scores[base + y]! - scores[base + x]! || x - y);
+        const keep = Math.min(k, idx.length);
+        for (let i = 0; i < keep; i++) out[base + idx[i]!] = 0;
+      }
+    }
+    return tf.tensor4d(out, [B, 1, Lq, Lk]);
+  }
+
+  // ---- decoder ----------------------------------------------------------------------------------------------
+
+  /** Decoder input embeddings for prefixes: `codes` is B × (len-1) (the codes after BOS). */
+  private decoderInput(codes: Int32Array, B: number, len: number): T {
+    const { d } = this.cfg;
+    const parts: T[] = [tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d]))];
+    for (let p = 1; p < len; p++) {
+      const col = Int32Array.from({ length: B }, (_, b) => codes[b * (len - 1) + (p - 1)]!);
+      parts.push(gatherRows(this.v(`code${p - 1}`), col).reshape([B, 1, d]));
+    }
+    const x = parts.length === 1 ? parts[0]! : tf.concat(parts, 1);
+    return x.add(this.v('dec.pos').slice([0, 0], [len, d]).reshape([1, len, d]));
+  }
+
+  /** Runs the decoder over prefixes [BOS, codes…] of length `len` (1..W). */
+  decode(enc: EncodedStreams, codes: Int32Array, len: number, opts: ForwardOptions): DecodeResult {
+    const c = this.cfg;
+    const B = enc.B;
+    let h = this.drop(this.decoderInput(codes, B, len), opts.training);
+    const kls: T[] = [];
+    const names = this.enabledStreams;
+    const massAcc = opts.wantMass ? new Float32Array(B * names.length) : undefined;
+    for (let l = 0; l < c.decoderLayers; l++) {
+      const pre = `dec${l}`;
+      const s = this.norm(`${pre}.norm_self`, h);
+      h = h.add(this.drop(attention(s, s, this.attn(`${pre}.self`), c.heads, this.causalMask(len)).out, opts.training));
+      if (c.fusion === 'sum' || c.fusion === 'gated') {
+        const outs: T[] = [];
+        for (const name of names) {
+          const m = enc.mem[name]!;
+          const q = this.norm(`${pre}.norm_${name}`, h);
+          if (name === 'mid' && this.hasIndexer && (opts.indexerLoss || opts.topK > 0)) {
+            const Lk = this.midLen;
+            const scores = this.indexerScores(l, q, m.keys).add(m.bias.reshape([B, 1, Lk]));
+            let bias = m.bias;
+            if (opts.topK > 0 && opts.topK < Lk) bias = GemsModel.topKBias(scores.dataSync() as Float32Array, m.valid, B, len, Lk, opts.topK);
+            const { out, probs } = attention(q, m.keys, this.attn(`${pre}.x_${name}`), c.heads, bias, true);
+            if (opts.indexerLoss) kls.push(indexerKl(probs!, scores.add(bias.reshape([B, bias.shape[2]!, Lk])), m.valid, B, len, Lk));
+            outs.push(out);
+          } else outs.push(attention(q, m.keys, this.attn(`${pre}.x_${name}`), c.heads, m.bias).out);
+        }
+        if (massAcc) accumulateMass(massAcc, outs, B, len);
+        h = h.add(this.drop(this.fuse(pre, h, outs), opts.training));
+      } else {
+        const m = enc.mem.all!;
+        h = h.add(this.drop(attention(this.norm(`${pre}.norm_all`, h), m.keys, this.attn(`${pre}.x_all`), c.heads, m.bias).out, opts.training));
+      }
+      h = h.add(this.drop(this.ffn(`${pre}.ffn`, this.norm(`${pre}.norm_ffn`, h), opts.training), opts.training));
+    }
+    const res: DecodeResult = { hidden: this.norm('dec.out', h) };
+    if (kls.length) res.kl = tf.addN(kls).div(kls.length);
+    if (massAcc) res.mass = normaliseMass(massAcc, B, names.length);
+    return res;
+  }
+
+  /** Fusion of the per-stream cross-attention outputs (sum: no parameters; gated: learned softmax gate). */
+  fuse(prefix: string, h: T, outs: T[]): T {
+    if (this.cfg.fusion === 'gated') {
+      const g = tf.softmax(dense(h, this.v(`${prefix}.gate.w`), this.v(`${prefix}.gate.b`)), -1); // [B,L,S]
+      return tf.addN(outs.map((o, i) => o.mul(g.slice([0, 0, i], [-1, -1, 1]))));
+    }
+    return outs.length === 1 ? outs[0]! : tf.addN(outs);
+  }
+
+  /** Logits of level `level` for hidden rows [n, d]. */
+  levelLogits(h: T, level: number): T {
+    return matMul2d(h, tf.transpose(this.v(`code${level}`)));
+  }
+
+  /** Training loss on target codes (B × W): Σ_levels mean NLL + λ·KL. Returns the parts as scalars. */
+  loss(batch: GemsBatch, targetCodes: Int32Array, opts: ForwardOptions): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar } {
+    const B = batch.B;
+    const W = this.W;
+    const enc = this.encode(batch, opts.training);
+    const prefix = new Int32Array(B * (W - 1));
+    for (let b = 0; b < B; b++) for (let l = 0; l < W - 1; l++) prefix[b * (W - 1) + l] = targetCodes[b * W + l]!;
+    const dec = this.decode(enc, prefix, W, opts);
+    const nlls: T[] = [];
+    for (let l = 0; l < W; l++) {
+      const hl = dec.hidden.slice([0, l, 0], [B, 1, this.cfg.d]).reshape([B, this.cfg.d]);
+      const labels = tf.tensor1d(Int32Array.from({ length: B }, (_, b) => targetCodes[b * W + l]!), 'int32');
+      nlls.push(softmaxCrossEntropy(this.levelLogits(hl, l) as tf.Tensor2D, labels).mean());
+    }
+    const nll = tf.addN(nlls) as tf.Scalar;
+    const kl = (dec.kl ?? tf.scalar(0)) as tf.Scalar;
+    const total = (opts.indexerLoss ? nll.add(kl.mul(this.cfg.indexer.klWeight)) : nll) as tf.Scalar;
+    return { total, nll, kl };
+  }
+
+  /** Log-probabilities [B, sizes[level]] of the next code after the given prefixes (B × level codes). */
+  nextLogProbs(enc: EncodedStreams, prefixes: Int32Array, level: number, opts: ForwardOptions): { logp: T; mass?: Float32Array } {
+    const dec = this.decode(enc, prefixes, level + 1, opts);
+    const last = dec.hidden.slice([0, level, 0], [enc.B, 1, this.cfg.d]).reshape([enc.B, this.cfg.d]);
+    return { logp: logSoftmaxLast(this.levelLogits(last, level)), mass: dec.mass };
+  }
+}
+
+function concatValid(vs: Uint8Array[], B: number): Uint8Array {
+  const lens = vs.map((v) => v.length / B);
+  const L = lens.reduce((a, b) => a + b, 0);
+  const out = new Uint8Array(B * L);
+  for (let b = 0; b < B; b++) {
+    let off = 0;
+    vs.forEach((v, i) => {
+      out.set(v.subarray(b * lens[i]!, (b + 1) * lens[i]!), b * L + off);
+      off += lens[i]!;
+    });
+  }
+  return out;
+}
+
+/**
+ * KL(p ‖ q) averaged over queries with at least one valid key: p = detached mean-over-heads full attention
+ * [B,H,Lq,Lk], q = softmax of the (masked) indexer scores [B,Lq,Lk].
+ */
+function indexerKl(probs: T, scores: T, valid: Uint8Array, B: number, Lq: number, Lk: number): T {
+  const p = stopGradient(probs.mean(1)); // [B,Lq,Lk]
+  const logq = logSoftmaxLast(scores);
+  const logp = p.add(1e-9).log();
+  const rowValid = new Float32Array(B * Lq);
+  let count = 0;
+  for (let b = 0; b < B; b++) {
+    let any = 0;
+    for (let j = 0; j < Lk; j++) any |= valid[b * Lk + j]!;
+    for (let q = 0; q < Lq; q++) {
+      rowValid[b * Lq + q] = any;
+      count += any;
+    }
+  }
+  const kl = p.mul(logp.sub(logq)).sum(-1).mul(tf.tensor2d(rowValid, [B, Lq]));
+  return kl.sum().div(Math.max(1, count));
+}
+
+function accumulateMass(acc: Float32Array, outs: T[], B: number, len: number): void {
+  const S = outs.length;
+  outs.forEach((o, s) => {
+    const norms = tf.tidy(() => o.slice([0, len - 1, 0], [B, 1, -1]).square().sum(-1).sqrt().reshape([B]).dataSync());
+    for (let b = 0; b < B; b++) acc[b * S + s]! += norms[b]!;
+  });
+}
+
+function normaliseMass(acc: Float32Array, B: number, S: number): Float32Array {
+  for (let b = 0; b < B; b++) {
+    let tot = 0;
+    for (let s = 0; s < S; s++) tot += acc[b * S + s]!;
+    for (let s = 0; s < S; s++) acc[b * S + s] = tot > 0 ? acc[b * S + s]! / tot : 1 / S;
+  }
+  return acc;
+}

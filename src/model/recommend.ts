@@ -1,0 +1,94 @@
+// Loading a GEMs checkpoint directory for inference, and the batched recommendation call the serving layer uses:
+// recommend(loaded, inputs, k, options) → per user items, scores, Semantic IDs, plus per-stream attention mass.
+import { scoped } from './ops.js';
+import type { History } from '../data/events.js';
+import { CodeTrie } from '../tokenizer/trie.js';
+import { readCheckpoint, restoreInto, type CheckpointMeta } from '../train/checkpoint.js';
+import { batchFromInputs, makeSampleContext, type SampleContext } from '../train/samples.js';
+import { beamSearch } from './beam.js';
+import { ChunkMeanSummarizer, type LifecycleSummarizer, type LifecycleSummary } from './features.js';
+import { GemsModel, type GemsModelConfig, type StreamName } from './gems.js';
+import type { SemanticIds } from './sid.js';
+
+export interface LoadedGems {
+  dir: string;
+  meta: CheckpointMeta;
+  model: GemsModel;
+  sid: SemanticIds;
+  summarizer: LifecycleSummarizer;
+  ctx: SampleContext;
+}
+
+/** The Semantic IDs stored inside a checkpoint (so serving does not depend on the tokenizer tables). */
+export function sidFromArrays(arrays: Record<string, Int32Array | Float32Array>, version: number, origin: string): SemanticIds {
+  const itemIds = arrays['sidItemIds'] as Int32Array | undefined;
+  const codes = arrays['sidCodes'] as Int32Array | undefined;
+  const sizes = arrays['sidSizes'] as Int32Array | undefined;
+  if (!itemIds || !codes || !sizes) throw new Error(`${origin}: checkpoint has no Semantic IDs (sidItemIds/sidCodes/sidSizes)`);
+  const centroids: Float32Array[] = [];
+  for (let i = 0; arrays[`sidCentroids${i}`]; i++) centroids.push(arrays[`sidCentroids${i}`] as Float32Array);
+  const rows = new Map<number, number>();
+  itemIds.forEach((id, i) => rows.set(id, i));
+  const W = sizes.length;
+  return { version, sizes: Array.from(sizes), itemIds, codes, centroids, trie: CodeTrie.build(codes, itemIds.length, W, itemIds), rowOf: (id) => rows.get(id) ?? -1 };
+}
+
+/** Loads a checkpoint written by trainGems; `summarizer` overrides the lifecycle summary (e.g. stored memories). */
+export function loadGems(dir: string, summarizer?: LifecycleSummarizer): LoadedGems {
+  const ck = readCheckpoint(dir);
+  if (ck.meta.kind !== 'gems') throw new Error(`${dir}: checkpoint of a '${ck.meta.kind}' model, expected gems`);
+  const cfg = ck.meta.modelConfig as unknown as GemsModelConfig;
+  const model = new GemsModel(cfg);
+  restoreInto(ck, model.params);
+  const sid = sidFromArrays(ck.arrays, Number(ck.meta.tokenizerVersion ?? 0), dir);
+  const summ = summarizer ?? new ChunkMeanSummarizer(sid, cfg.lifecycle.slots);
+  return { dir, meta: ck.meta, model, sid, summarizer: summ, ctx: makeSampleContext(cfg, sid, summ) };
+}
+
+export interface RecommendOptions {
+  /** Beam width (≥ k). */
+  beam?: number;
+  /** Indexer top-k (default: the model's configured topK; 0 = full mid-term attention). */
+  topK?: number;
+  /** Leave out items the user already has in the given history. */
+  excludeSeen?: boolean;
+  /** Extra items to leave out, per user. */
+  exclude?: (Set<number> | null)[];
+  /** Per user, a precomputed lifecycle summary (M × dim, e.g. from the memory store); null = summarise the events. */
+  lifecycle?: (LifecycleSummary | null)[];
+}
+
+export interface Recommendation {
+  userId: number;
+  items: Int32Array;
+  scores: Float32Array;
+  /** count × W Semantic IDs. */
+  sids: Int32Array;
+  /** Share of the decoder's cross-attention output per stream (streams not in the model are absent). */
+  attentionMass: Partial<Record<StreamName, number>>;
+}
+
+/**
+ * Recommendations for a batch of users. Each input is everything the model may see for that user (the history up
+ * to now, oldest first); it is cut into streams here. One encoder pass and one beam search for the whole batch.
+ */
+export function recommend(loaded: LoadedGems, inputs: History[], k: number, options: RecommendOptions = {}): Recommendation[] {
+  const { model, sid, ctx } = loaded;
+  const exclude = inputs.map((h, b) => {
+    const s = new Set<number>(options.exclude?.[b] ?? []);
+    if (options.excludeSeen) for (const id of h.itemId) s.add(id);
+    return s.size ? s : null;
+  });
+  const topK = options.topK ?? (model.hasIndexer ? model.cfg.indexer.topK : 0);
+  const batch = batchFromInputs(ctx, inputs, options.lifecycle);
+  return scoped(() => {
+    const enc = model.encode(batch, false);
+    const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true });
+    const names = model.enabledStreams;
+    return out.users.map((u, b) => {
+      const mass: Partial<Record<StreamName, number>> = {};
+      if (out.mass && out.mass.length === inputs.length * names.length) names.forEach((s, i) => (mass[s] = out.mass![b * names.length + i]!));
+      return { userId: inputs[b]!.userId, items: u.items, scores: u.scores, sids: u.codes, attentionMass: mass };
+    });
+  });
+}

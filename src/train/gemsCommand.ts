@@ -1,0 +1,83 @@
+// `gems train --model gems`: reads histories + Semantic IDs from the data dir, builds the model from a preset
+// plus flags, runs the three-stage training and writes checkpoints under <dataDir>/checkpoints/<run>/.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { flagBool, flagList, flagNumber, flagString, UsageError } from '../cli/args.js';
+import type { CommandContext } from '../cli/command.js';
+import type { GemsConfig } from '../config/config.js';
+import { generatedPaths } from '../data/generator/write.js';
+import { ChunkMeanSummarizer } from '../model/features.js';
+import { defaultGemsConfig, STREAMS, type FusionKind, type GemsModelConfig, type StreamName } from '../model/gems.js';
+import type { SemanticIds } from '../model/sid.js';
+import { DEFAULT_GEMS_TRAIN, trainGems, type GemsTrainConfig } from './gemsTrainer.js';
+import { loadHistories, loadSid, readTruth, testStartOf } from './gemsData.js';
+
+/** Model presets sized for a 2-core CPU. Stream budgets default to config.streams unless the preset sets them. */
+export const GEMS_PRESETS: Record<string, Partial<GemsModelConfig>> = {
+  default: {},
+  tiny: { d: 32, recentLayers: 1, decoderLayers: 1, tRecent: 16, tMid: 64 },
+  'ml-1m': { d: 64, heads: 2, recentLayers: 2, decoderLayers: 2, tRecent: 64, tMid: 256, dropout: 0.2 },
+  lifelong: { d: 64, heads: 2, recentLayers: 2, decoderLayers: 2 },
+};
+
+export function buildModelConfig(config: GemsConfig, sid: SemanticIds, summaryDim: number, args: CommandContext['args']): GemsModelConfig {
+  const preset = flagString(args, 'preset', 'default');
+  const p = GEMS_PRESETS[preset];
+  if (!p) throw new UsageError(`unknown --preset '${preset}' (have: ${Object.keys(GEMS_PRESETS).join(', ')})`);
+  const base = defaultGemsConfig(sid.itemIds.length, sid.sizes, { tRecent: config.streams.tRecent, tMid: config.streams.tMid, seed: config.seed, ...p });
+  const streams = flagList(args, 'streams');
+  const on: Record<StreamName, boolean> = { recent: true, mid: true, lifecycle: true };
+  if (streams.length) {
+    const names = streams.flatMap((s) => s.split(',')).map((s) => s.trim());
+    for (const n of names) if (!STREAMS.includes(n as StreamName)) throw new UsageError(`--streams: unknown stream '${n}' (recent, mid, lifecycle)`);
+    for (const s of STREAMS) on[s] = names.includes(s);
+  }
+  const fusion = flagString(args, 'fusion', base.fusion) as FusionKind;
+  if (!['sum', 'gated', 'concat', 'shared'].includes(fusion)) throw new UsageError(`--fusion must be sum|gated|concat|shared, got '${fusion}'`);
+  return {
+    ...base,
+    d: flagNumber(args, 'dim', base.d),
+    dropout: flagNumber(args, 'dropout', base.dropout),
+    tRecent: flagNumber(args, 't-recent', base.tRecent),
+    tMid: flagNumber(args, 't-mid', base.tMid),
+    fusion,
+    streams: on,
+    indexer: { ...base.indexer, topK: flagNumber(args, 'top-k', base.indexer.topK), klWeight: flagNumber(args, 'kl-weight', base.indexer.klWeight) },
+    lifecycle: { ...base.lifecycle, slots: flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
+  };
+}
+
+export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): Promise<number> {
+  const { config, args, out, log } = ctx;
+  const sid = await loadSid(config, args.flags['tokenizer-version'] ? flagNumber(args, 'tokenizer-version') : undefined);
+  const histories = await loadHistories(config, { maxUsers: args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined });
+  const truthPath = generatedPaths(config.dataDir).truth;
+  const protocol = flagString(args, 'protocol', existsSync(truthPath) ? 'lifelong' : 'loo');
+  const testStart = protocol === 'lifelong' ? testStartOf(histories, readTruth(truthPath)) : undefined;
+  const slots = flagNumber(args, 'slots', defaultGemsConfig(1, [2]).lifecycle.slots);
+  const summarizer = new ChunkMeanSummarizer(sid, slots);
+  const mc = buildModelConfig(config, sid, summarizer.dim, args);
+  const s1 = flagNumber(args, 'epochs', DEFAULT_GEMS_TRAIN.stages[0].maxEpochs);
+  const patience = flagNumber(args, 'patience', DEFAULT_GEMS_TRAIN.stages[0].patience);
+  const tc: GemsTrainConfig = {
+    ...DEFAULT_GEMS_TRAIN,
+    batchSize: flagNumber(args, 'batch', DEFAULT_GEMS_TRAIN.batchSize),
+    targetsPerUser: flagNumber(args, 'targets-per-user', DEFAULT_GEMS_TRAIN.targetsPerUser),
+    maxMinutes: flagNumber(args, 'max-minutes', 0),
+    validUsers: flagNumber(args, 'valid-users', 1000),
+    seed: config.seed,
+    adam: { ...DEFAULT_GEMS_TRAIN.adam, lr: flagNumber(args, 'lr', DEFAULT_GEMS_TRAIN.adam.lr) },
+    stages: [
+      { maxEpochs: s1, patience },
+      { maxEpochs: flagNumber(args, 'epochs2', DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },
+      { maxEpochs: flagNumber(args, 'epochs3', DEFAULT_GEMS_TRAIN.stages[2].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[2].patience },
+    ],
+  };
+  log.info('gems training', { users: histories.length, items: sid.itemIds.length, sizes: sid.sizes, protocol, fusion: mc.fusion, streams: mc.streams, tRecent: mc.tRecent, tMid: mc.tMid });
+  const res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart });
+  mkdirSync(runDir, { recursive: true });
+  writeFileSync(join(runDir, 'train-summary.json'), JSON.stringify({ protocol, modelConfig: mc, train: tc, state: res.state }, null, 2));
+  out(JSON.stringify({ run: runDir, checkpoint: res.bestDir, epochs: res.state.totalEpochs, stage: res.state.stage, last: res.state.history[res.state.history.length - 1] }));
+  res.model.params.dispose();
+  return 0;
+}

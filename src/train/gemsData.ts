@@ -1,0 +1,79 @@
+// Everything the GEMs model trains and evaluates on: all users' histories (from the history store), the current
+// Semantic IDs (from the tokenizer tables in the same DuckDB file), and — for the generated lifelong set — the
+// ground-truth targets written next to the data (<dataDir>/generated/truth.jsonl).
+import { existsSync, readFileSync } from 'node:fs';
+import { resolvedPaths, type GemsConfig } from '../config/config.js';
+import { Database } from '../data/db.js';
+import type { History } from '../data/events.js';
+import type { LifelongTarget } from '../eval/gemsEval.js';
+import type { SemanticIds } from '../model/sid.js';
+import { logger, progress } from '../util/log.js';
+
+const log = logger('train.data');
+
+export interface GemsData {
+  histories: History[];
+  sid: SemanticIds;
+  /** Generated set only: truth targets and, per history, the first target position. */
+  targets?: LifelongTarget[];
+  testStart?: Int32Array;
+}
+
+export async function loadSid(config: GemsConfig, version?: number): Promise<SemanticIds> {
+  const { loadTokenizer } = await import('../tokenizer/store.js');
+  const db = await Database.open(resolvedPaths(config).duckdb, { readOnly: true });
+  try {
+    return await loadTokenizer(db, version);
+  } finally {
+    db.close();
+  }
+}
+
+export async function loadHistories(config: GemsConfig, opts: { maxUsers?: number; userIds?: number[] } = {}): Promise<History[]> {
+  const { openHistoryStore } = await import('../data/parquetHistoryStore.js');
+  const store = await openHistoryStore(config, { readOnly: true });
+  try {
+    const total = opts.userIds?.length ?? (await store.userIds()).length;
+    const prog = progress(log, 'reading histories', Math.min(total, opts.maxUsers ?? total), 'users');
+    const out: History[] = [];
+    for await (const h of store.scanHistories(opts.userIds ? { userIds: opts.userIds } : {})) {
+      if (h.length > 0) out.push(h);
+      prog.tick();
+      if (opts.maxUsers && out.length >= opts.maxUsers) break;
+    }
+    prog.done({ events: out.reduce((s, h) => s + h.length, 0) });
+    if (out.length === 0) throw new Error(`the history store in ${config.dataDir} has no users: ingest or generate data first`);
+    return out;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Reads the generator's truth.jsonl (one JSON object per line). */
+export function readTruth(path: string): LifelongTarget[] {
+  if (!existsSync(path)) throw new Error(`${path} does not exist: run \`gems generate\` first (or evaluate with --protocol loo)`);
+  const out: LifelongTarget[] = [];
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .forEach((line, i) => {
+      if (!line.trim()) return;
+      let r: { user_id?: unknown; position?: unknown; item_id?: unknown; dormant?: unknown };
+      try {
+        r = JSON.parse(line);
+      } catch (e) {
+        throw new Error(`${path}:${i + 1}: invalid JSON (${(e as Error).message})`, { cause: e });
+      }
+      if (typeof r.user_id !== 'number' || typeof r.position !== 'number' || typeof r.item_id !== 'number' || typeof r.dormant !== 'boolean') {
+        throw new Error(`${path}:${i + 1}: needs numeric user_id, position, item_id and boolean dormant`);
+      }
+      out.push({ userId: r.user_id, position: r.position, itemId: r.item_id, dormant: r.dormant });
+    });
+  return out;
+}
+
+/** First truth position per history (histories without targets: their length, i.e. no test targets). */
+export function testStartOf(histories: History[], targets: LifelongTarget[]): Int32Array {
+  const first = new Map<number, number>();
+  for (const t of targets) first.set(t.userId, Math.min(first.get(t.userId) ?? Infinity, t.position));
+  return Int32Array.from(histories.map((h) => Math.min(h.length, first.get(h.userId) ?? h.length)));
+}

@@ -1,0 +1,243 @@
+// Three-stage training of the GEMs model (DESIGN §2):
+//   stage 1 full attention, NLL only (the indexer is not trained) — until validation NLL stops improving;
+//   stage 2 indexer KL on (the indexer learns to imitate the detached full attention), selection off — until the
+//           validation KL stops improving;
+//   stage 3 top-k selection on, NLL + λ·KL, so training matches serving — until validation NLL stops improving.
+// At each stage switch the best weights of the stage are restored. Models without an indexer (mid stream off,
+// or fusion concat/shared) train stage 1 only. Adam + warm-up + clipping; `last` checkpoint every epoch (resume
+// after a kill continues the same stage and epoch), `best` = best weights of the latest stage.
+import { join } from 'node:path';
+import { tf } from '../compute/backend.js';
+import type { History } from '../data/events.js';
+import { GemsModel, type ForwardOptions, type GemsModelConfig } from '../model/gems.js';
+import type { LifecycleSummarizer } from '../model/features.js';
+import type { SemanticIds } from '../model/sid.js';
+import { logger, progress } from '../util/log.js';
+import { Rng } from '../util/random.js';
+import { cleanStaleTemps, fingerprint, isCheckpoint, readCheckpoint, restoreInto, saveCheckpoint } from './checkpoint.js';
+import { Adam, DEFAULT_ADAM, type AdamConfig } from './optim.js';
+import { batchFromSamples, heldOutSamples, makeSampleContext, trainingSamples, type Sample, type SampleContext } from './samples.js';
+
+const log = logger('train.gems');
+
+export interface StageConfig {
+  maxEpochs: number;
+  patience: number;
+}
+
+export interface GemsTrainConfig {
+  batchSize: number;
+  /** Training targets drawn per user per epoch. */
+  targetsPerUser: number;
+  /** Events at the end of each history held out (2 = leave-one-out valid + test). */
+  heldOut: number;
+  /** Smallest input length of a training target. */
+  minInput: number;
+  stages: [StageConfig, StageConfig, StageConfig];
+  adam: AdamConfig;
+  seed: number;
+  /** Stop after this many minutes (0 = no limit). */
+  maxMinutes: number;
+  /** Validation users (0 = all). */
+  validUsers: number;
+}
+
+export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
+  batchSize: 32,
+  targetsPerUser: 8,
+  heldOut: 2,
+  minInput: 1,
+  stages: [
+    { maxEpochs: 30, patience: 3 },
+    { maxEpochs: 5, patience: 2 },
+    { maxEpochs: 10, patience: 2 },
+  ],
+  adam: { ...DEFAULT_ADAM, lr: 1e-3, warmupSteps: 100, clipNorm: 1 },
+  seed: 42,
+  maxMinutes: 0,
+  validUsers: 0,
+};
+
+export interface TrainState {
+  stage: 1 | 2 | 3;
+  epochInStage: number;
+  totalEpochs: number;
+  best: number;
+  bad: number;
+  done: boolean;
+  history: { stage: number; epoch: number; loss: number; nll: number; kl: number; validNll: number; validKl: number; seconds: number; samplesPerS: number }[];
+}
+
+export function stageOptions(model: GemsModel, stage: 1 | 2 | 3, training: boolean): ForwardOptions {
+  const ix = model.hasIndexer;
+  return {
+    training,
+    indexerLoss: ix && stage >= 2,
+    topK: ix && stage === 3 ? model.cfg.indexer.topK : 0,
+  };
+}
+
+/** Mean NLL and KL over samples (no dropout). */
+export function validate(model: GemsModel, ctx: SampleContext, histories: History[], samples: Sample[], opts: ForwardOptions, batchSize: number): { nll: number; kl: number } {
+  let nll = 0;
+  let kl = 0;
+  let n = 0;
+  for (let i = 0; i < samples.length; i += batchSize) {
+    const part = samples.slice(i, i + batchSize);
+    const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
+    tf.tidy(() => {
+      const r = model.loss(batch, targetCodes, { ...opts, training: false, indexerLoss: model.hasIndexer });
+      nll += r.nll.dataSync()[0]! * part.length;
+      kl += r.kl.dataSync()[0]! * part.length;
+    });
+    n += part.length;
+  }
+  return { nll: nll / Math.max(1, n), kl: kl / Math.max(1, n) };
+}
+
+export interface GemsTrainInput {
+  histories: History[];
+  sid: SemanticIds;
+  summarizer: LifecycleSummarizer;
+  modelConfig: GemsModelConfig;
+  train: GemsTrainConfig;
+  runDir: string;
+  resume?: boolean;
+  /** Extra arrays saved with the checkpoint (e.g. the summarizer's data). */
+  arrays?: Record<string, Int32Array | Float32Array>;
+  /** Per user, the first test-target position (generated set: the first truth target); default: the last event. */
+  testStart?: Int32Array;
+  /** Called after every epoch (tests observe the KL curve). */
+  onEpoch?: (entry: TrainState['history'][number]) => void;
+}
+
+export interface GemsTrainResult {
+  model: GemsModel;
+  state: TrainState;
+  bestDir: string;
+  dataFingerprint: string;
+}
+
+export function dataFingerprintOf(histories: History[]): string {
+  const lens = Int32Array.from(histories.map((h) => h.length));
+  const users = Int32Array.from(histories.map((h) => h.userId));
+  const parts: Int32Array[] = [lens, users];
+  for (const h of histories) parts.push(h.itemId);
+  return fingerprint(...parts);
+}
+
+export function sidArrays(sid: SemanticIds): Record<string, Int32Array | Float32Array> {
+  const out: Record<string, Int32Array | Float32Array> = { sidItemIds: sid.itemIds, sidCodes: sid.codes, sidSizes: Int32Array.from(sid.sizes) };
+  sid.centroids.forEach((c, i) => (out[`sidCentroids${i}`] = c));
+  return out;
+}
+
+export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult> {
+  const { histories, sid, summarizer, modelConfig: mc, train: tc, runDir } = input;
+  const model = new GemsModel(mc);
+  const ctx = makeSampleContext(mc, sid, summarizer);
+  const opt = new Adam(model.params, tc.adam);
+  const lastDir = join(runDir, 'last');
+  const bestDir = join(runDir, 'best');
+  cleanStaleTemps(lastDir);
+  cleanStaleTemps(bestDir);
+  const dataFp = dataFingerprintOf(histories);
+  let state: TrainState = { stage: 1, epochInStage: 0, totalEpochs: 0, best: Infinity, bad: 0, done: false, history: [] };
+  if (input.resume && isCheckpoint(lastDir)) {
+    const ck = readCheckpoint(lastDir);
+    if (ck.meta.dataFingerprint !== dataFp) throw new Error(`${lastDir}: trained on data ${ck.meta.dataFingerprint}, current data is ${dataFp}`);
+    restoreInto(ck, model.params, opt);
+    state = ck.meta.train as unknown as TrainState;
+    log.info('resumed', { from: lastDir, stage: state.stage, epoch: state.epochInStage, step: opt.step });
+  }
+  let validSamples = heldOutSamples(histories, 'valid', sid, input.testStart);
+  if (tc.validUsers > 0 && validSamples.length > tc.validUsers) {
+    const rng = new Rng(tc.seed ^ 0x51ed);
+    rng.shuffle(validSamples);
+    validSamples = validSamples.slice(0, tc.validUsers).sort((a, b) => a.user - b.user);
+  }
+  const arrays = { ...sidArrays(sid), ...(input.arrays ?? {}) };
+  const save = (dir: string, withOpt: boolean) =>
+    saveCheckpoint(dir, {
+      kind: 'gems',
+      modelConfig: mc,
+      tokenizerVersion: String(sid.version),
+      dataFingerprint: dataFp,
+      train: state as unknown as Record<string, unknown>,
+      params: model.params,
+      optimizer: withOpt ? opt : undefined,
+      arrays,
+    });
+  let bestSnapshot = model.params.serialize();
+  const t0 = performance.now();
+  const lastStage = model.hasIndexer ? 3 : 1;
+  while (!state.done) {
+    const stage = state.stage;
+    const sc = tc.stages[stage - 1]!;
+    const fopts = stageOptions(model, stage, true);
+    // Stage 1 does not train the indexer at all; later stages train everything (the indexer sees only the KL).
+    const filter = stage === 1 ? (n: string) => !n.includes('.indexer.') : undefined;
+    const samples = trainingSamples(histories, sid, { perUser: tc.targetsPerUser, heldOut: tc.heldOut, minInput: tc.minInput, seed: tc.seed * 7919 + state.totalEpochs, testStart: input.testStart });
+    new Rng(tc.seed + state.totalEpochs).shuffle(samples);
+    const steps = Math.ceil(samples.length / tc.batchSize);
+    const prog = progress(log, `stage ${stage} epoch ${state.epochInStage + 1}`, steps, 'steps');
+    const te = performance.now();
+    let lossSum = 0;
+    let nllSum = 0;
+    let klSum = 0;
+    for (let s = 0; s < steps; s++) {
+      const part = samples.slice(s * tc.batchSize, (s + 1) * tc.batchSize);
+      const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
+      let nll = 0;
+      let kl = 0;
+      const st = opt.minimize(() => {
+        const r = model.loss(batch, targetCodes, fopts);
+        nll = r.nll.dataSync()[0]!;
+        kl = r.kl.dataSync()[0]!;
+        return r.total;
+      }, filter);
+      lossSum += st.loss;
+      nllSum += nll;
+      klSum += kl;
+      prog.tick(1, { loss: Number(st.loss.toFixed(4)), kl: Number(kl.toFixed(4)) });
+    }
+    prog.done();
+    const seconds = (performance.now() - te) / 1000;
+    const v = validate(model, ctx, histories, validSamples, stageOptions(model, stage, false), tc.batchSize * 2);
+    const entry = { stage, epoch: state.epochInStage + 1, loss: lossSum / steps, nll: nllSum / steps, kl: klSum / steps, validNll: v.nll, validKl: v.kl, seconds, samplesPerS: samples.length / seconds };
+    state.history.push(entry);
+    state.epochInStage++;
+    state.totalEpochs++;
+    input.onEpoch?.(entry);
+    const metric = stage === 2 ? v.kl : v.nll;
+    if (metric < state.best - 1e-5) {
+      state.best = metric;
+      state.bad = 0;
+      bestSnapshot = model.params.serialize();
+      save(bestDir, false);
+    } else state.bad++;
+    log.info('epoch done', { ...entry, best: state.best, bad: state.bad });
+    const timeUp = tc.maxMinutes > 0 && (performance.now() - t0) / 60000 > tc.maxMinutes;
+    if (state.bad >= sc.patience || state.epochInStage >= sc.maxEpochs) {
+      // Stage over: continue from its best weights.
+      model.params.load(bestSnapshot.manifest, bestSnapshot.blob, 'best snapshot');
+      if (stage >= lastStage) state.done = true;
+      else {
+        state.stage = (stage + 1) as 2 | 3;
+        state.epochInStage = 0;
+        state.best = Infinity;
+        state.bad = 0;
+        log.info('next stage', { stage: state.stage });
+      }
+    }
+    save(lastDir, true);
+    if (timeUp && !state.done) {
+      // Not done: `--resume` continues this stage (or starts the next) from the last checkpoint.
+      log.info('time budget reached', { minutes: tc.maxMinutes, stage: state.stage, epoch_in_stage: state.epochInStage });
+      break;
+    }
+  }
+  save(bestDir, false);
+  opt.dispose();
+  return { model, state, bestDir, dataFingerprint: dataFp };
+}

@@ -1,0 +1,105 @@
+// Training/evaluation samples for the GEMs model. A sample is (user, target position t): its input is the user's
+// history strictly before t, cut into Recent / Mid-term / Lifecycle *as of t* (cutStreams on the prefix), its
+// reference time is the last input event's — so nothing at or after the target can reach the model.
+import { cutStreams, sliceHistory, type History } from '../data/events.js';
+import { buildStreamBatch, ItemVocab, type LifecycleSummarizer, type LifecycleSummary } from '../model/features.js';
+import type { GemsBatch, GemsModelConfig } from '../model/gems.js';
+import type { SemanticIds } from '../model/sid.js';
+import { Rng } from '../util/random.js';
+
+export interface Sample {
+  /** Index into the histories array. */
+  user: number;
+  /** Position of the target event in that history (input = events [0, t)). */
+  t: number;
+}
+
+export interface SampleContext {
+  cfg: GemsModelConfig;
+  sid: SemanticIds;
+  vocab: ItemVocab;
+  summarizer: LifecycleSummarizer;
+}
+
+export function makeSampleContext(cfg: GemsModelConfig, sid: SemanticIds, summarizer: LifecycleSummarizer): SampleContext {
+  if (summarizer.slots !== cfg.lifecycle.slots || summarizer.dim !== cfg.lifecycle.inDim) {
+    throw new Error(`lifecycle summary is ${summarizer.slots}×${summarizer.dim}, model expects ${cfg.lifecycle.slots}×${cfg.lifecycle.inDim}`);
+  }
+  return { cfg, sid, vocab: new ItemVocab(sid.itemIds), summarizer };
+}
+
+/** Model input for inputs that are already "as of" the request: each history is everything the model may see. */
+export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycleSummaries?: (LifecycleSummary | null | undefined)[]): GemsBatch {
+  const { cfg, summarizer } = ctx;
+  const B = inputs.length;
+  const streams = inputs.map((h) => cutStreams(h, cfg.tRecent, cfg.tMid));
+  const ref = inputs.map((h) => (h.length ? h.ts[h.length - 1]! : NaN));
+  const lifecycle = new Float32Array(B * cfg.lifecycle.slots * cfg.lifecycle.inDim);
+  const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
+  streams.forEach((s, b) => {
+    // A precomputed summary (e.g. the user's stored lifecycle memory) wins over summarising the events here.
+    const given = lifecycleSummaries?.[b];
+    if (given && (given.slots !== cfg.lifecycle.slots || given.dim !== cfg.lifecycle.inDim)) {
+      throw new Error(`lifecycle summary of user ${s.userId} is ${given.slots}×${given.dim}, model expects ${cfg.lifecycle.slots}×${cfg.lifecycle.inDim}`);
+    }
+    const sum = given ?? summarizer.summarize(s.lifecycle);
+    lifecycle.set(sum.vectors, b * sum.vectors.length);
+    lifecycleValid.set(sum.valid, b * sum.valid.length);
+  });
+  const fc = cfg.features;
+  return {
+    B,
+    recent: buildStreamBatch(streams.map((s) => s.recent), cfg.tRecent, ctx.vocab, fc, ref),
+    mid: buildStreamBatch(streams.map((s) => s.mid), cfg.tMid - cfg.tRecent, ctx.vocab, fc, ref),
+    lifecycle,
+    lifecycleValid,
+  };
+}
+
+/** Batch + target codes (B × W) for samples; the input of sample (u, t) is history u cut before t. */
+export function batchFromSamples(ctx: SampleContext, histories: History[], samples: Sample[]): { batch: GemsBatch; targetCodes: Int32Array; targetItems: Int32Array } {
+  const W = ctx.sid.sizes.length;
+  const inputs = samples.map((s) => sliceHistory(histories[s.user]!, 0, s.t));
+  const targetItems = Int32Array.from(samples.map((s) => histories[s.user]!.itemId[s.t]!));
+  const targetCodes = new Int32Array(samples.length * W);
+  targetItems.forEach((item, i) => {
+    const r = ctx.sid.rowOf(item);
+    if (r < 0) throw new Error(`target item ${item} has no Semantic ID (tokenizer version ${ctx.sid.version})`);
+    targetCodes.set(ctx.sid.codes.subarray(r * W, r * W + W), i * W);
+  });
+  return { batch: batchFromInputs(ctx, inputs), targetCodes, targetItems };
+}
+
+/**
+ * Training targets of one epoch: per user, up to `perUser` positions drawn from [minInput, end) where `end`
+ * excludes the held-out events (leave-one-out: the last two). Targets whose item has no Semantic ID are skipped.
+ */
+export function trainingSamples(histories: History[], sid: SemanticIds, opts: { perUser: number; heldOut: number; minInput: number; seed: number; testStart?: Int32Array }): Sample[] {
+  const out: Sample[] = [];
+  histories.forEach((h, u) => {
+    const rng = new Rng(opts.seed).fork(u);
+    // With explicit test targets from position testStart[u] on, the event before them validates, the rest trains.
+    const end = opts.testStart ? opts.testStart[u]! - 1 : h.length - opts.heldOut;
+    const lo = Math.max(1, opts.minInput);
+    if (end <= lo) return;
+    const span = end - lo;
+    const picks = new Set<number>();
+    const want = Math.min(opts.perUser, span);
+    // Always include the newest training target (most like the held-out ones), then random earlier ones.
+    picks.add(end - 1);
+    while (picks.size < want) picks.add(lo + rng.int(span));
+    for (const t of [...picks].sort((a, b) => a - b)) if (sid.rowOf(h.itemId[t]!) >= 0) out.push({ user: u, t });
+  });
+  return out;
+}
+
+/** The held-out target of each user for a split (leave-one-out): valid = second-to-last, test = last. */
+export function heldOutSamples(histories: History[], split: 'valid' | 'test', sid?: SemanticIds, testStart?: Int32Array): Sample[] {
+  const out: Sample[] = [];
+  histories.forEach((h, u) => {
+    const last = testStart ? testStart[u]! : h.length - 1;
+    const t = split === 'test' ? last : last - 1;
+    if (t >= 1 && (!sid || sid.rowOf(h.itemId[t]!) >= 0)) out.push({ user: u, t });
+  });
+  return out;
+}

@@ -1,0 +1,69 @@
+// Small deterministic fixtures for the model tests: synthetic histories with learnable structure, a simple
+// Semantic-ID assignment, and a tiny GEMs configuration that trains in seconds on the wasm backend.
+import type { History } from '../../src/data/events.js';
+import { defaultGemsConfig, type GemsModelConfig } from '../../src/model/gems.js';
+import { simpleSemanticIds, type SemanticIds } from '../../src/model/sid.js';
+import { Rng } from '../../src/util/random.js';
+
+/** A history from item ids (timestamps one minute apart, labels/tags filled so every feature path runs). */
+export function historyOf(userId: number, items: number[], t0 = 1_700_000_000_000): History {
+  const n = items.length;
+  const tagOffsets = new Int32Array(n + 1);
+  const tagIds: number[] = [];
+  for (let i = 0; i < n; i++) {
+    tagIds.push(items[i]! % 5, 7);
+    tagOffsets[i + 1] = tagIds.length;
+  }
+  return {
+    userId,
+    length: n,
+    itemId: Int32Array.from(items),
+    ts: Float64Array.from(items, (_, i) => t0 + i * 60_000),
+    seq: Int32Array.from(items, (_, i) => i),
+    authorId: Int32Array.from(items, (x) => 100 + (x % 3)),
+    tagOffsets,
+    tagIds: Int32Array.from(tagIds),
+    playMs: Float32Array.from(items, (x) => 1000 * (x % 7)),
+    durationMs: Float32Array.from(items, () => 30_000),
+    labels: Uint8Array.from(items, (x) => x % 4),
+  };
+}
+
+export const ITEM_IDS = Array.from({ length: 24 }, (_, i) => 10 + i);
+
+/** Each user walks the item ring with a user-specific stride from a random start: next item = f(last item, user). */
+export function ringHistories(users: number, length: number, seed = 3): History[] {
+  const rng = new Rng(seed);
+  return Array.from({ length: users }, (_, u) => {
+    const stride = 1 + (u % 3);
+    let pos = rng.int(ITEM_IDS.length);
+    const items: number[] = [];
+    for (let i = 0; i < length; i++) {
+      items.push(ITEM_IDS[pos]!);
+      pos = (pos + stride) % ITEM_IDS.length;
+    }
+    return historyOf(1000 + u, items);
+  });
+}
+
+export function fixtureSid(): SemanticIds {
+  return simpleSemanticIds(ITEM_IDS, [4, 4, 4], 11, 8);
+}
+
+export function tinyConfig(over: Partial<GemsModelConfig> = {}): GemsModelConfig {
+  const base = defaultGemsConfig(ITEM_IDS.length, [4, 4, 4]);
+  return {
+    ...base,
+    d: 32,
+    heads: 2,
+    dropout: 0,
+    features: { ...base.features, itemDim: 16, authorDim: 4, tagDim: 4, timeDim: 2, authorBuckets: 16, tagBuckets: 16, maxTags: 2 },
+    tRecent: 4,
+    tMid: 12,
+    recentLayers: 1,
+    decoderLayers: 1,
+    indexer: { heads: 2, dim: 8, topK: 3, klWeight: 1 },
+    lifecycle: { slots: 4, inDim: 8, layers: 1 },
+    ...over,
+  };
+}
