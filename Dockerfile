@@ -24,7 +24,7 @@ RUN npm run build && npm prune --omit=dev
 # --- cpu: the default image (wasm backend + native OpenBLAS kernels) ------------------------------------------
 FROM ${NODE_IMAGE} AS cpu
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libopenblas0-pthread tini \
+ && apt-get install -y --no-install-recommends libopenblas0-pthread tini fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /data && chown node:node /data
 WORKDIR /app
@@ -45,7 +45,7 @@ COPY --from=build /usr/local/bin/node /usr/local/bin/node
 COPY --from=build /usr/local/lib/node_modules /usr/local/lib/node_modules
 RUN ln -s /usr/local/lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
  && apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ libopenblas0-pthread tini ca-certificates \
+ && apt-get install -y --no-install-recommends python3 make g++ libopenblas0-pthread tini ca-certificates fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 1000 gems && mkdir -p /data && chown gems:gems /data
 WORKDIR /app

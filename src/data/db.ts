@@ -7,10 +7,10 @@
 // (or open read-only), so the CLI, the nightly job and the services can share a data dir.
 import { readdirSync, readFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { repoRoot } from '../util/paths.js';
 import { DuckDBConnection, DuckDBInstance, type DuckDBValue } from '@duckdb/node-api';
 
-export const MIGRATIONS_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'migrations');
+export const MIGRATIONS_DIR = join(repoRoot(), 'migrations');
 
 export interface Migration {
   version: number;
