@@ -61,6 +61,12 @@ export interface RunSummary {
   usersFull: number;
   usersIncremental: number;
   usersUnchanged: number;
+  /**
+   * Users considered whose lifecycle segment is empty (≤ streams.tMid events): no memory is written for them. In the
+   * summary and the log only (a compression_runs column would need a migration that read-only opens of existing
+   * databases refuse until migrated).
+   */
+  usersSkipped: number;
   failures: number;
   events: number;
   seconds: number;
@@ -149,6 +155,7 @@ interface Counts {
   usersFull: number;
   usersIncremental: number;
   usersUnchanged: number;
+  usersSkipped: number;
   failures: number;
   events: number;
 }
@@ -170,12 +177,14 @@ interface Checkpoint {
   pending: { stamp: number; userIds: number[]; lastUserId: number; counts: Counts } | null;
 }
 
-const zeroCounts = (): Counts => ({ users: 0, usersFull: 0, usersIncremental: 0, usersUnchanged: 0, failures: 0, events: 0 });
+const zeroCounts = (): Counts => ({ users: 0, usersFull: 0, usersIncremental: 0, usersUnchanged: 0, usersSkipped: 0, failures: 0, events: 0 });
 const addCounts = (a: Counts, b: Counts): Counts => ({
   users: a.users + b.users,
   usersFull: a.usersFull + b.usersFull,
   usersIncremental: a.usersIncremental + b.usersIncremental,
   usersUnchanged: a.usersUnchanged + b.usersUnchanged,
+  // `?? 0`: a checkpoint written before this counter existed.
+  usersSkipped: (a.usersSkipped ?? 0) + (b.usersSkipped ?? 0),
   failures: a.failures + b.failures,
   events: a.events + b.events,
 });
@@ -342,7 +351,8 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
     const run = ckpt;
 
     // Candidates: with a previous completed run, the users ingested since it started plus users whose memory is
-    // missing or from another compressor version; otherwise every user of the shard.
+    // missing or from another compressor version and who have a lifecycle segment (more than tMid events: a user
+    // without one has no memory by design and must not be picked every night); otherwise every user of the shard.
     const all = await history.userIds();
     const mine = all.filter((u) => shardOf(u, shard.count) === shard.index);
     let candidates: Int32Array = mine;
@@ -355,9 +365,13 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
         const ids = rest.slice(i, i + 1024);
         // A header that fails validation counts as missing: the user is recompressed.
         const headers = await memories.getHeaders(ids).catch(() => Promise.all(ids.map((u) => memories.getHeader(u).catch(() => null))));
-        ids.forEach((u, j) => {
-          const h = headers[j];
-          if (!h || h.compressorVersion !== compressor.version) out.push(u);
+        // An empty memory (eventsCovered 0, written by older builds) is picked once, to be removed.
+        ids.forEach((u, j) => headers[j]?.eventsCovered === 0 && headers[j]!.compressorVersion === compressor.version && out.push(u));
+        const stale = ids.filter((_, j) => !headers[j] || headers[j]!.compressorVersion !== compressor.version);
+        if (stale.length === 0) continue;
+        const n = await history.userEventCounts(Int32Array.from(stale));
+        stale.forEach((u, j) => {
+          if (n[j]! > config.streams.tMid) out.push(u);
         });
       }
       candidates = Int32Array.from(out.sort((a, b) => a - b));
@@ -397,25 +411,28 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
     // Users without a usable memory (none, another compressor version, --full) need their whole lifecycle: they come
     // from one streaming scan. The others only need the events that crossed T_mid since their memory's watermark:
     // a tail read of the last (events − covered + 1) events, whose first row re-checks the watermark.
+    // Event counts of every remaining user: a user with at most tMid events has no lifecycle segment and is skipped
+    // without reading its history (the others' counts size their tail reads).
+    const counts = new Map<number, number>();
+    for (let i = 0; i < remaining.length; i += 4096) {
+      const ids = remaining.subarray(i, i + 4096);
+      const n = await history.userEventCounts(ids);
+      ids.forEach((u, j) => counts.set(u, n[j]!));
+    }
+    const hasLifecycle = (u: number) => (counts.get(u) ?? 0) > tMid;
     const needFull = new Set<number>();
     if (run.full) {
-      for (const u of remaining) needFull.add(u);
+      for (const u of remaining) if (hasLifecycle(u)) needFull.add(u);
     } else {
-      for (let i = 0; i < remaining.length; i += 1024) {
-        const ids = Array.from(remaining.subarray(i, i + 1024));
+      const withLifecycle = remaining.filter(hasLifecycle);
+      for (let i = 0; i < withLifecycle.length; i += 1024) {
+        const ids = Array.from(withLifecycle.subarray(i, i + 1024));
         const headers = await memories.getHeaders(ids).catch(() => Promise.all(ids.map((u) => memories.getHeader(u).catch(() => null))));
         ids.forEach((u, j) => {
           const h = headers[j];
           if (!h || h.compressorVersion !== compressor.version) needFull.add(u);
         });
       }
-    }
-    const tailUsers = remaining.filter((u) => !needFull.has(u));
-    const counts = new Map<number, number>();
-    for (let i = 0; i < tailUsers.length; i += 4096) {
-      const ids = tailUsers.subarray(i, i + 4096);
-      const n = await history.userEventCounts(ids);
-      ids.forEach((u, j) => counts.set(u, n[j]!));
     }
     const scan = needFull.size > 0 ? history.scanHistories({ shard, userIds: Int32Array.from(needFull), afterUserId: run.lastUserId })[Symbol.asyncIterator]() : null;
     const nextScanned = async (u: number): Promise<History> => {
@@ -426,6 +443,14 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
       return r.value;
     };
     const fullLifecycle = async (u: number): Promise<History> => cutStreams(await history.userHistory(u), tRecent, tMid).lifecycle;
+    /**
+     * No lifecycle segment: nothing is written (a missing memory means "no lifecycle stream" to the recommender); a
+     * memory left from before (an older build wrote empty ones, or the history shrank) is removed. Idempotent.
+     */
+    const skipEmpty = async (u: number, memory: LifecycleMemory | null | 'unknown') => {
+      if (memory === 'unknown' ? (await memories.getHeader(u).catch(() => 'corrupt')) !== null : memory !== null) await memories.delete(u);
+      delta.usersSkipped++;
+    };
 
     try {
       for (const u of remaining) {
@@ -436,6 +461,13 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
         // A scanned history is consumed even if compressing it fails, so the scan stays in step with `remaining`.
         const scanned = needFull.has(u) ? await nextScanned(u) : null;
         try {
+          if (!hasLifecycle(u)) {
+            await skipEmpty(u, 'unknown');
+            lastSeen = u;
+            bar.tick(1, { events: run.counts.events + delta.events });
+            if (batch.length >= batchSize) await flush();
+            continue;
+          }
           let memory: LifecycleMemory | null = null;
           try {
             memory = run.full ? null : await memories.get(u);
@@ -454,7 +486,10 @@ export async function runCompressionJob(opts: CompressJobOptions): Promise<RunSu
             else if (tail === 'full') work = { lifecycle: await fullLifecycle(u), from: 0, base: 0 };
             else work = tail;
           }
-          if (work === null) {
+          if (work !== null && work.base + work.lifecycle.length === 0) {
+            // The count said there were lifecycle events but the history read has none (it changed under us).
+            await skipEmpty(u, memory);
+          } else if (work === null) {
             delta.usersUnchanged++;
           } else {
             const { lifecycle, from, base, state } = work;

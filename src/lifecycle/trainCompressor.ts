@@ -10,7 +10,7 @@
 // Baseline: the same decoder fed by the mean item embedding of the history through an MLP (one softmax). Reported
 // side by side: per-event NLL over the full catalogue and recall@K (share of lifecycle events whose item is in the
 // top K). Embedding gradients use tf.customGrad + scatterND (wasm has no gather gradient, DESIGN §6).
-import { tf } from '../compute/backend.js';
+import { initCompute, tf } from '../compute/backend.js';
 import type { GemsConfig } from '../config/config.js';
 import { cutStreams, type History } from '../data/events.js';
 import type { HistoryStore } from '../data/historyStore.js';
@@ -64,6 +64,12 @@ export interface ReconstructionMetrics {
 
 export interface TrainCompressorReport {
   steps: number;
+  seed: number;
+  /**
+   * Compute path (e.g. 'wasm+native'). Same data + seed + path → the same weights and version; another path (other
+   * matMul kernels) rounds differently, so its weights and version differ slightly.
+   */
+  compute: string;
   trainUsers: number;
   evalUserIds: number[];
   items: number;
@@ -138,10 +144,13 @@ function layerNorm(y: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor): tf.Tensor {
   return y.sub(mean).div(tf.sqrt(variance.add(1e-5))).mul(gamma).add(beta);
 }
 
+// Variable names only need to be unique in the process; a counter (not Math.random) keeps runs reproducible.
+let paramSerial = 0;
+
 class Params {
   readonly v: Record<string, tf.Variable> = {};
   add(name: string, data: Float32Array, shape: number[]): tf.Variable {
-    this.v[name] = tf.variable(tf.tensor(data, shape), true, `cmp_${name}_${Math.random().toString(36).slice(2, 8)}`);
+    this.v[name] = tf.variable(tf.tensor(data, shape), true, `cmp_${name}_${++paramSerial}`);
     return this.v[name]!;
   }
   list(): tf.Variable[] {
@@ -163,8 +172,7 @@ async function collect(config: GemsConfig, store: HistoryStore, o: TrainCompress
   const items = await store.items();
   const ids = new Set<number>(Array.from(items.itemId));
   const train: Sample[] = [];
-  const evalIds: number[] = [];
-  const rng = new Rng(o.seed ^ 0x7a11);
+  const evalCandidates: number[] = [];
   const userCount = (await store.userIds()).length;
   const bar = progress(log, 'read histories', userCount, 'users');
   for await (const h of store.scanHistories()) {
@@ -173,11 +181,13 @@ async function collect(config: GemsConfig, store: HistoryStore, o: TrainCompress
     bar.tick();
     if (life.length < 8) continue;
     if ((hash32(h.userId ^ 0x3e7a) % 10_000) / 10_000 < o.evalFraction) {
-      if (evalIds.length < o.evalUsers) evalIds.push(h.userId);
+      evalCandidates.push(h.userId);
       continue;
     }
     const k = Math.min(o.reservoir, life.length);
     const rows: number[] = [];
+    // A generator per user (seed, user id): the sample does not depend on the order the store yields users in.
+    const rng = new Rng(hash32(h.userId ^ hash32(o.seed ^ 0x7a11)));
     if (k === life.length) for (let i = 0; i < k; i++) rows.push(i);
     else {
       const chosen = new Set<number>();
@@ -186,6 +196,9 @@ async function collect(config: GemsConfig, store: HistoryStore, o: TrainCompress
     }
     train.push({ userId: h.userId, total: life.length, h: pickRows(life, rows) });
   }
+  // Order-independent selection: the training list by user id, the held-out users the smallest ids.
+  train.sort((a, b) => a.userId - b.userId);
+  const evalIds = evalCandidates.sort((a, b) => a - b).slice(0, o.evalUsers);
   bar.done({ train_users: train.length, eval_users: evalIds.length });
   return { itemIds: Int32Array.from(Array.from(ids).sort((a, b) => a - b)), train, evalIds };
 }
@@ -410,6 +423,8 @@ export async function trainCompressor(
   optB.dispose();
   const report: TrainCompressorReport = {
     steps: o.steps,
+    seed: o.seed,
+    compute: (await initCompute()).path,
     trainUsers: train.length,
     evalUserIds: evalIds,
     items: itemIds.length,

@@ -107,4 +107,47 @@ describe('compressor weights', () => {
       rmSync(tdir, { recursive: true, force: true });
     }
   });
+
+  it('is deterministic: the same seed gives the same weights and version, another seed a different one', async () => {
+    const tdir = mkdtempSync(join(tmpdir(), 'gems-train-det-'));
+    writeFileSync(join(tdir, 'gems.config.json'), JSON.stringify({ streams: { tRecent: 16, tMid: 64 }, lifecycle: { slots: 4, dim: 16 } }));
+    const tconfig = loadConfig({ flags: { dataDir: tdir }, env: {} });
+    // 30 users: some held out (evalFraction 0.2), histories longer than the reservoir so the reservoir sampling runs.
+    const histories = Array.from({ length: 30 }, (_, u) => syntheticHistory(u + 1, 300, 80, 500 + u));
+    const store = await openHistoryStore(tconfig);
+    const opts = { steps: 6, batchUsers: 4, eventsPerUser: 32, targetsPerUser: 16, negatives: 32, evalFraction: 0.2, evalUsers: 3, reservoir: 128 };
+    try {
+      await store.upsertItems(Array.from(itemVocabulary(80), (itemId) => ({ itemId, authorId: itemId % 97, tags: [], title: `item ${itemId}` })));
+      await store.append(toColumns(histories));
+      const a = await trainCompressor(tconfig, store, silent, { ...opts, seed: 7 });
+      const b = await trainCompressor(tconfig, store, silent, { ...opts, seed: 7 });
+      // The same store yielding users in reverse order (as another scan plan or shard layout might): same model.
+      // A thin wrapper over the real store, reordering its scan — not a mock.
+      const reversed = Object.create(store) as typeof store;
+      reversed.scanHistories = async function* () {
+        const all = [];
+        for await (const h of store.scanHistories()) all.push(h);
+        yield* all.reverse();
+      };
+      const r = await trainCompressor(tconfig, reversed, silent, { ...opts, seed: 7 });
+      const c = await trainCompressor(tconfig, store, silent, { ...opts, seed: 8 });
+      expect(a.report.evalUserIds.length).toBeGreaterThan(0);
+      const v = compressorVersion(a.weights);
+      expect(compressorVersion(b.weights)).toBe(v);
+      expect(compressorVersion(r.weights)).toBe(v);
+      expect(r.report.evalUserIds).toEqual(a.report.evalUserIds);
+      expect(Buffer.from(b.weights.encoder.w1.buffer).equals(Buffer.from(a.weights.encoder.w1.buffer))).toBe(true);
+      expect(Buffer.from(b.weights.qla.seeds.buffer).equals(Buffer.from(a.weights.qla.seeds.buffer))).toBe(true);
+      expect(b.report.eval.compressor.nll).toBe(a.report.eval.compressor.nll);
+      expect(a.report.seed).toBe(7);
+      expect(a.report.compute).toMatch(/\w/);
+      expect(compressorVersion(c.weights)).not.toBe(v);
+      // Saved twice (different createdAt and timings in the manifest): still one version.
+      expect(saveCompressor(tconfig, a.weights, { ...a.report })).toBe(v);
+      expect(saveCompressor(tconfig, b.weights, { ...b.report })).toBe(v);
+    } finally {
+      await store.close();
+      rmSync(tdir, { recursive: true, force: true });
+    }
+  });
 });

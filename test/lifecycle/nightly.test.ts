@@ -12,6 +12,7 @@ import { openHistoryStore } from '../../src/data/parquetHistoryStore.js';
 import { Compressor, initCompressorWeights, loadCompressorWeights, saveCompressor } from '../../src/lifecycle/compressor.js';
 import { openMemoryStore } from '../../src/lifecycle/openMemoryStore.js';
 import type { LifecycleMemory } from '../../src/lifecycle/memory.js';
+import { MEMORY_FORMAT_VERSION } from '../../src/lifecycle/memoryFormat.js';
 import type { Logger } from '../../src/util/log.js';
 import { hash32, Rng } from '../../src/util/random.js';
 import { JobLock, LockHeldError } from '../../jobs/jobLock.js';
@@ -127,22 +128,24 @@ describe('nightly recompression job', () => {
     const { config, histories } = await makeDataDir(12, 1500, 1);
     const ids = histories.map((h) => h.userId);
     const s1 = await compressOnce(config, { log: collectingLog([]) });
-    expect(s1).toMatchObject({ status: 'completed', users: 12, usersFull: 12, failures: 0 });
+    // User 0 has 30 events (≤ tMid = 64): no lifecycle segment, so no memory; counted as skipped.
+    expect(s1).toMatchObject({ status: 'completed', users: 11, usersFull: 11, usersSkipped: 1, failures: 0 });
     expect(s1.events).toBe(histories.reduce((a, h) => a + Math.max(0, h.length - 64), 0));
     const first = await readMemories(config, ids);
-    expect(first.every((m) => m !== null && m.state !== undefined)).toBe(true);
-    expect(first[0]!.header.eventsCovered).toBe(0); // 30 events: no lifecycle yet, still a memory
+    expect(first.slice(1).every((m) => m !== null && m.state !== undefined)).toBe(true);
+    expect(first[0]).toBeNull(); // no lifecycle yet: nothing written
     expect(relDiff(first[3]!.vectors, await expectedMemory(config, ids[3]!)).normRel).toBeLessThan(1e-6);
 
-    // Nothing changed: nothing to do.
     const s2 = await compressOnce(config, { log: collectingLog([]) });
-    expect(s2).toMatchObject({ users: 0, events: 0 });
+    // Nothing changed: nothing to do — and the user without a lifecycle is not picked again.
+    expect(s2).toMatchObject({ users: 0, events: 0, usersSkipped: 0 });
 
     // New events for 4 users (including the one without lifecycle so far) push events across T_mid.
     const grown = [histories[0]!, histories[1]!, histories[5]!, histories[9]!];
     await appendEvents(config, grown, 50, 77);
     const s3 = await compressOnce(config, { log: collectingLog([]) });
-    expect(s3).toMatchObject({ status: 'completed', users: 4, usersIncremental: 4, usersFull: 0 });
+    // User 0 now has a lifecycle (and no memory): compressed in full; the other 3 incrementally.
+    expect(s3).toMatchObject({ status: 'completed', users: 4, usersIncremental: 3, usersFull: 1, usersSkipped: 0 });
     expect(s3.events).toBe(50 * 3 + 16); // user 0 had 30 events: 80 now, 16 of them past T_mid
     const after = await readMemories(config, ids);
     for (const h of grown) {
@@ -161,7 +164,7 @@ describe('nightly recompression job', () => {
     expect(s5).toMatchObject({ users: 12, usersFull: 12, compressorVersion: v2 });
     const runs = await runRows(config, `SELECT status, users, users_incremental, events, events_per_s FROM compression_runs ORDER BY started_at`);
     expect(runs.map((r) => r['status'])).toEqual(['completed', 'completed', 'completed', 'completed', 'completed']);
-    expect(runs.map((r) => r['users'])).toEqual([12, 0, 4, 12, 12]);
+    expect(runs.map((r) => r['users'])).toEqual([11, 0, 4, 12, 12]);
   });
 
   it('an incremental user is brought up to date from a tail read, exactly; a back-filled older event falls back to a full recompression', async () => {
@@ -203,6 +206,25 @@ describe('nightly recompression job', () => {
     }
   });
 
+  it('writes no memory for a user without lifecycle events, removes an empty one left by an older build, and does not pick such users again', async () => {
+    const { config, histories } = await makeDataDir(4, 300, 8);
+    const empty = histories[0]!.userId; // 30 events ≤ tMid
+    const s1 = await compressOnce(config, { log: collectingLog([]) });
+    expect(s1).toMatchObject({ users: 3, usersSkipped: 1 });
+    expect((await readMemories(config, [empty]))[0]).toBeNull();
+    // An older build wrote an empty memory (eventsCovered 0) for such users: the next run removes it, once.
+    const m = await openMemoryStore(config);
+    const version = (await m.getHeader(histories[1]!.userId))!.compressorVersion;
+    await m.putMany([{ userId: empty, header: { formatVersion: MEMORY_FORMAT_VERSION, compressorVersion: version, slots: config.lifecycle.slots, dim: config.lifecycle.dim, dtype: 'float32', watermark: 0, eventsCovered: 0, createdAt: 1 }, vectors: new Float32Array(config.lifecycle.slots * config.lifecycle.dim), state: undefined }]);
+    await m.close();
+    expect(await compressOnce(config, { log: collectingLog([]) })).toMatchObject({ users: 0, usersSkipped: 1 });
+    expect((await readMemories(config, [empty]))[0]).toBeNull();
+    expect(await compressOnce(config, { log: collectingLog([]) })).toMatchObject({ users: 0, usersSkipped: 0 });
+    // --full considers every user again: still nothing written for it.
+    expect(await compressOnce(config, { full: true, log: collectingLog([]) })).toMatchObject({ users: 3, usersSkipped: 1 });
+    expect((await readMemories(config, [empty]))[0]).toBeNull();
+  });
+
   it('records a user that fails to compress and goes on', async () => {
     const { config, histories } = await makeDataDir(6, 400, 2);
     const bad = syntheticHistory(5000, 100, ITEMS, 5);
@@ -211,7 +233,8 @@ describe('nightly recompression job', () => {
     await store.append(toColumns([bad]));
     await store.close();
     const s = await compressOnce(config, { log: collectingLog([]) });
-    expect(s).toMatchObject({ status: 'completed', users: histories.length, failures: 1 });
+    // histories[0] has no lifecycle segment (30 events): skipped, not written.
+    expect(s).toMatchObject({ status: 'completed', users: histories.length - 1, usersSkipped: 1, failures: 1 });
     const f = await runRows(config, `SELECT user_id, reason FROM compression_failures`);
     expect(f).toHaveLength(1);
     expect(f[0]!['user_id']).toBe(5000);
@@ -240,8 +263,9 @@ describe('nightly recompression job', () => {
     lines.length = 0;
     const b = await compressOnce(config, { shard: { index: 1, count: 2 }, log: collectingLog(lines) });
     const bUsers = usersIn(lines, 'batch committed');
-    expect(a.users + b.users).toBe(histories.length);
-    expect(new Set([...aUsers, ...bUsers]).size).toBe(histories.length);
+    expect(a.users + b.users).toBe(histories.length - 1); // histories[0]: no lifecycle, skipped by its shard
+    expect(a.usersSkipped + b.usersSkipped).toBe(1);
+    expect(new Set([...aUsers, ...bUsers]).size).toBe(histories.length - 1);
     expect(aUsers.every((u) => hash32(u) % 2 === 0)).toBe(true);
     expect(bUsers.every((u) => hash32(u) % 2 === 1)).toBe(true);
   });
@@ -253,6 +277,7 @@ describe('nightly recompression job', () => {
     cpSync(dir, twin, { recursive: true });
     const twinConfig = loadConfig({ flags: { dataDir: twin }, env: {} });
     const ids = histories.map((h) => h.userId);
+    const written = ids.slice(1); // histories[0] has no lifecycle segment: never written
 
     const first = cli(dir);
     const killed = await collect(first, (l) => {
@@ -261,7 +286,7 @@ describe('nightly recompression job', () => {
     expect(killed.signal).toBe('SIGKILL');
     const firstUsers = usersIn(killed.lines, 'batch committed');
     expect(firstUsers.length).toBeGreaterThan(0);
-    expect(firstUsers.length).toBeLessThan(ids.length);
+    expect(firstUsers.length).toBeLessThan(written.length);
     expect(killed.lines.some((l) => l['msg'] === 'compression run summary')).toBe(false);
 
     const second = await collect(cli(dir));
@@ -269,15 +294,16 @@ describe('nightly recompression job', () => {
     expect(second.lines.some((l) => l['msg'] === 'resuming interrupted run')).toBe(true);
     const secondUsers = [...usersIn(second.lines, 'batch recovered'), ...usersIn(second.lines, 'batch committed')];
     const all = [...firstUsers, ...secondUsers].sort((x, y) => x - y);
-    expect(all).toEqual([...ids].sort((x, y) => x - y)); // each user exactly once
+    expect(all).toEqual([...written].sort((x, y) => x - y)); // each user exactly once
 
     const runs = await runRows(config, `SELECT status, users, users_full, resumes, events FROM compression_runs`);
     expect(runs).toHaveLength(1);
-    expect(runs[0]).toMatchObject({ status: 'completed', users: ids.length, users_full: ids.length, resumes: 1 });
+    expect(runs[0]).toMatchObject({ status: 'completed', users: written.length, users_full: written.length, resumes: 1 });
 
     await compressOnce(twinConfig, { log: collectingLog([]) });
     const [got, want] = [await readMemories(config, ids), await readMemories(twinConfig, ids)];
-    for (let i = 0; i < ids.length; i++) {
+    expect([got[0], want[0]]).toEqual([null, null]);
+    for (let i = 1; i < ids.length; i++) {
       expect(got[i]!.header.eventsCovered).toBe(want[i]!.header.eventsCovered);
       expect(got[i]!.header.watermark).toBe(want[i]!.header.watermark);
       expect(Buffer.from(got[i]!.vectors.buffer).equals(Buffer.from(want[i]!.vectors.buffer))).toBe(true);
@@ -331,7 +357,7 @@ describe('nightly recompression job', () => {
     const second = await collect(cli(dir));
     expect(second.code).toBe(0);
     const all = [...usersIn(stopped.lines, 'batch committed'), ...usersIn(second.lines, 'batch committed')].sort((a, b) => a - b);
-    expect(all).toEqual(histories.map((h) => h.userId).sort((a, b) => a - b));
-    expect(await runRows(config, `SELECT status, users, resumes FROM compression_runs`)).toEqual([{ status: 'completed', users: 30, resumes: 1 }]);
+    expect(all).toEqual(histories.slice(1).map((h) => h.userId).sort((a, b) => a - b)); // histories[0]: no lifecycle
+    expect(await runRows(config, `SELECT status, users, resumes FROM compression_runs`)).toEqual([{ status: 'completed', users: 29, resumes: 1 }]);
   });
 });

@@ -32,9 +32,11 @@ export const command: Command = {
         seed: config.seed,
       });
       const version = saveCompressor(config, weights, report as unknown as Record<string, unknown>);
-      log.info('compressor saved', { version });
+      // The version is a hash of weights + shapes only; the compute path is logged because another path (plain wasm vs
+      // wasm+native, other matMul kernels) rounds differently and so yields another version for the same seed.
+      log.info('compressor saved', { version, seed: report.seed, compute: report.compute });
       const e = report.eval;
-      out(`compressor ${version}: trained ${report.steps} steps on ${report.trainUsers} users, ${report.items} items (${report.seconds} s)`);
+      out(`compressor ${version}: trained ${report.steps} steps on ${report.trainUsers} users, ${report.items} items (${report.seconds} s; seed ${report.seed}, ${report.compute})`);
       out(`held-out reconstruction over ${e.compressor.users} users / ${e.compressor.events} lifecycle events (full catalogue):`);
       out(`  QLA memory (${config.lifecycle.slots} slots)   NLL ${e.compressor.nll}   recall@${e.k} ${e.compressor.recallAtK}`);
       out(`  mean-embedding baseline   NLL ${e.baseline.nll}   recall@${e.k} ${e.baseline.recallAtK}`);
