@@ -1,10 +1,18 @@
 // Beam search over the Semantic-ID levels, batched over users, constrained by the prefix trie so that every beam
 // is a prefix of an existing item; complete codes map back to items. Beams are distinct code paths and full codes
 // are unique per item, so the returned items are distinct; scores (sum of log-probabilities) come sorted.
-// `exclude` drops items (e.g. the user's history) at the last level, so the beam still yields k new items.
+//
+// Exclusions (e.g. the user's history) are applied at every level, not only the last: a prefix whose subtree has
+// no admissible item left is never kept, so a beam of width ≥ k ends with k items whenever the catalogue has ≥ k
+// admissible ones (each kept prefix holds ≥ 1 admissible item, or all admissible prefixes were kept).
+//
+// Cost: the user's streams are encoded once and their cross-attention keys/values projected once
+// (GemsModel.prepare); the beams of a user are folded into the query axis of that user's attention, so nothing
+// of the encoders or the key/value projections is repeated per beam.
 import { scoped } from './ops.js';
 import type { EncodedStreams, GemsModel } from './gems.js';
 import type { SemanticIds } from './sid.js';
+import type { CodeTrie } from '../tokenizer/trie.js';
 
 export interface BeamOptions {
   /** Items wanted per user. */
@@ -38,58 +46,110 @@ interface Beam {
   codes: number[];
 }
 
+/** Per trie: items under each node, each node's parent, and each item's leaf node (computed once, cached). */
+interface TrieCounts {
+  leaves: Int32Array;
+  parent: Int32Array;
+  leafOf: Map<number, number>;
+}
+const countsCache = new WeakMap<CodeTrie, TrieCounts>();
+
+function trieCounts(trie: CodeTrie): TrieCounts {
+  let c = countsCache.get(trie);
+  if (c) return c;
+  const n = trie.nodes;
+  const parent = new Int32Array(n).fill(-1);
+  const leaves = new Int32Array(n);
+  const leafOf = new Map<number, number>();
+  for (let node = 0; node < n; node++) {
+    const start = trie.firstChild[node]!;
+    for (let i = 0; i < trie.childCount[node]!; i++) parent[start + i] = node;
+  }
+  // Breadth-first numbering: children come after parents, so a reverse sweep accumulates subtree sizes.
+  for (let node = n - 1; node >= 0; node--) {
+    if (trie.nodeDepth[node] === trie.depth) {
+      leaves[node] = 1;
+      leafOf.set(trie.leafItem[node]!, node);
+    }
+    if (parent[node]! >= 0) leaves[parent[node]!] += leaves[node]!;
+  }
+  c = { leaves, parent, leafOf };
+  countsCache.set(trie, c);
+  return c;
+}
+
+/** Excluded items under each affected node for one user (nodes not in the map have none excluded). */
+function excludedCounts(tc: TrieCounts, ex: Set<number>): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const item of ex) {
+    let node = tc.leafOf.get(item) ?? -1;
+    while (node >= 0) {
+      out.set(node, (out.get(node) ?? 0) + 1);
+      node = tc.parent[node]!;
+    }
+  }
+  return out;
+}
+
 export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStreams, opts: BeamOptions): BeamOutput {
   const W = model.W;
   if (sid.trie.depth !== W) throw new Error(`beam search: trie depth ${sid.trie.depth} ≠ decoder levels ${W}`);
   const beamW = Math.max(opts.k, opts.beam ?? opts.k);
   const B = enc.B;
-  let beams: Beam[][] = Array.from({ length: B }, () => [{ node: 0, score: 0, codes: [] }]);
+  const tc = trieCounts(sid.trie);
+  const excluded = Array.from({ length: B }, (_, b) => {
+    const ex = opts.exclude?.[b];
+    return ex && ex.size ? excludedCounts(tc, ex) : null;
+  });
+  const admissible = (b: number, node: number) => tc.leaves[node]! - (excluded[b]?.get(node) ?? 0);
+  let beams: Beam[][] = Array.from({ length: B }, (_, b) => (admissible(b, 0) > 0 ? [{ node: 0, score: 0, codes: [] }] : []));
   let mass: Float32Array | undefined;
-  for (let level = 0; level < W; level++) {
-    // Rows per user = the most live beams any user has (1 at the root, then ≤ beam width): the memories are
-    // tiled only that many times, so early levels cost far less than beamW rows.
-    const R = Math.max(1, ...beams.map((bs) => bs.length));
-    const rows = B * R;
-    const prefixes = new Int32Array(rows * level);
-    for (let b = 0; b < B; b++) {
-      for (let j = 0; j < R; j++) {
-        const beam = beams[b]![Math.min(j, beams[b]!.length - 1)];
-        if (beam) for (let l = 0; l < level; l++) prefixes[(b * R + j) * level + l] = beam.codes[l]!;
-      }
-    }
-    const wantMass = opts.wantMass === true && level === 0;
-    const { logp, mass: m } = scoped(() => {
-      const tiled = model.tile(enc, R);
-      const r = model.nextLogProbs(tiled, prefixes, level, { training: false, indexerLoss: false, topK: opts.topK, wantMass });
-      return { logp: r.logp.dataSync() as Float32Array, mass: r.mass };
-    });
-    if (wantMass && m) {
-      const S = m.length / rows;
-      mass = new Float32Array(B * S);
-      for (let b = 0; b < B; b++) mass.set(m.subarray(b * R * S, b * R * S + S), b * S);
-    }
-    const K = model.cfg.sizes[level]!;
-    const last = level === W - 1;
-    beams = beams.map((userBeams, b) => {
-      const cand: Beam[] = [];
-      const ex = opts.exclude?.[b];
-      userBeams.forEach((beam, j) => {
-        const row = (b * R + j) * K;
-        const { codes, nodes } = sid.trie.children(beam.node);
-        for (let i = 0; i < codes.length; i++) {
-          const node = nodes.start + i;
-          if (last && ex && ex.has(sid.trie.leafItem[node]!)) continue;
-          cand.push({ node, score: beam.score + logp[row + codes[i]!]!, codes: [...beam.codes, codes[i]!] });
+  return scoped(() => {
+    // Key/value projections of every cross-attention, once per user for all levels and beams.
+    const prepared = model.prepare(enc);
+    for (let level = 0; level < W; level++) {
+      // Rows per user = the most live beams any user has (1 at the root, then ≤ beam width).
+      const R = Math.max(1, ...beams.map((bs) => bs.length));
+      const rows = B * R;
+      const prefixes = new Int32Array(rows * level);
+      for (let b = 0; b < B; b++) {
+        for (let j = 0; j < R; j++) {
+          const beam = beams[b]![Math.min(j, beams[b]!.length - 1)];
+          if (beam) for (let l = 0; l < level; l++) prefixes[(b * R + j) * level + l] = beam.codes[l]!;
         }
+      }
+      const wantMass = opts.wantMass === true && level === 0;
+      const { logp, mass: m } = scoped(() => {
+        const r = model.nextLogProbs(prepared, prefixes, level, { training: false, indexerLoss: false, topK: opts.topK, wantMass, rowsPerUser: R });
+        return { logp: r.logp.dataSync() as Float32Array, mass: r.mass };
       });
-      cand.sort((x, y) => y.score - x.score || x.node - y.node);
-      return cand.slice(0, last ? opts.k : beamW);
-    });
-  }
-  const users = beams.map((bs) => ({
-    items: Int32Array.from(bs.map((x) => sid.trie.leafItem[x.node]!)),
-    scores: Float32Array.from(bs.map((x) => x.score)),
-    codes: Int32Array.from(bs.flatMap((x) => x.codes)),
-  }));
-  return { users, mass };
+      if (wantMass && m) {
+        const S = m.length / rows;
+        mass = new Float32Array(B * S);
+        for (let b = 0; b < B; b++) mass.set(m.subarray(b * R * S, b * R * S + S), b * S);
+      }
+      const K = model.cfg.sizes[level]!;
+      const last = level === W - 1;
+      beams = beams.map((userBeams, b) => {
+        const cand: Beam[] = [];
+        userBeams.forEach((beam, j) => {
+          const row = (b * R + j) * K;
+          const { codes, nodes } = sid.trie.children(beam.node);
+          for (let i = 0; i < codes.length; i++) {
+            const node = nodes.start + i;
+            if (admissible(b, node) <= 0) continue;
+            cand.push({ node, score: beam.score + logp[row + codes[i]!]!, codes: [...beam.codes, codes[i]!] });
+          }
+        });
+        cand.sort((x, y) => y.score - x.score || x.node - y.node);
+        return cand.slice(0, last ? opts.k : beamW);
+      });
+    }
+    const users = beams.map((bs) => ({
+      items: Int32Array.from(bs.map((x) => sid.trie.leafItem[x.node]!)),
+      scores: Float32Array.from(bs.map((x) => x.score)),
+      codes: Int32Array.from(bs.flatMap((x) => x.codes)),
+    }));
+    return { users, mass };
+  });
 }

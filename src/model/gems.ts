@@ -88,6 +88,21 @@ export interface ForwardOptions {
   topK: number;
   /** Record each stream's share of the cross-attention output (explanations; inference only). */
   wantMass?: boolean;
+  /**
+   * Decoder rows per encoded user (beam search: one per beam; default 1). Inference only: the rows of a user are
+   * folded into the query axis of that user's cross-attention, so keys/values are never copied per beam.
+   */
+  rowsPerUser?: number;
+  /**
+   * Inference with indexer top-k: 'gather' (default) attends over only the k selected keys; 'mask' runs full
+   * attention with the others masked (the training formulation; kept for tests and comparison).
+   */
+  topKMode?: 'gather' | 'mask';
+  /**
+   * Inference: the last decoder block computes only the last position (the one whose next code is scored); the
+   * returned hidden then has one position. Earlier positions still feed its self-attention.
+   */
+  lastOnly?: boolean;
 }
 
 interface Memory {
@@ -101,6 +116,20 @@ interface Memory {
 export interface EncodedStreams {
   B: number;
   mem: Partial<Record<StreamName | 'all', Memory>>;
+  /** Key/value (and indexer key) projections per cross-attention, from GemsModel.prepare (inference). */
+  proj?: Map<string, ProjectedMemory>;
+}
+
+/** One cross-attention's keys and values projected once per user. */
+interface ProjectedMemory {
+  /** [U, Lk, H·dh] */
+  K: T;
+  V: T;
+  /** The same split by head: [U, H, Lk, dh]. */
+  Kh: T;
+  Vh: T;
+  /** [U, Lk, indexer dim] (mid-term stream with an indexer). */
+  ki?: T;
 }
 
 export interface DecodeResult {
@@ -454,7 +483,11 @@ export class GemsModel {
   /** Runs the decoder over prefixes [BOS, codes…] of length `len` (1..W). */
   decode(enc: EncodedStreams, codes: Int32Array, len: number, opts: ForwardOptions): DecodeResult {
     const c = this.cfg;
-    const B = enc.B;
+    const R = opts.rowsPerUser ?? 1;
+    const inference = !opts.training && !opts.indexerLoss;
+    if (R !== 1 && (!inference || opts.topKMode === 'mask')) throw new Error('GEMs decode: rowsPerUser > 1 is for inference without topKMode mask only');
+    const U = enc.B;
+    const B = U * R;
     let h = this.drop(this.decoderInput(codes, B, len), opts.training);
     const kls: T[] = [];
     const names = this.enabledStreams;
@@ -462,13 +495,22 @@ export class GemsModel {
     for (let l = 0; l < c.decoderLayers; l++) {
       const pre = `dec${l}`;
       const s = this.norm(`${pre}.norm_self`, h);
-      h = h.add(this.drop(attention(s, s, this.attn(`${pre}.self`), c.heads, this.causalMask(len)).out, opts.training));
+      if (inference && opts.lastOnly && len > 1 && l === c.decoderLayers - 1) {
+        // The last position attends to every position (causality allows all of them): no mask needed.
+        h = h.slice([0, len - 1, 0], [B, 1, -1]).add(attention(s.slice([0, len - 1, 0], [B, 1, -1]), s, this.attn(`${pre}.self`), c.heads).out);
+      } else h = h.add(this.drop(attention(s, s, this.attn(`${pre}.self`), c.heads, this.causalMask(len)).out, opts.training));
       if (c.fusion === 'sum' || c.fusion === 'gated') {
         const outs: T[] = [];
         for (const name of names) {
           const m = enc.mem[name]!;
           const q = this.norm(`${pre}.norm_${name}`, h);
-          if (name === 'mid' && this.hasIndexer && (opts.indexerLoss || opts.topK > 0)) {
+          if (inference && opts.topKMode !== 'mask') {
+            const Lk = m.valid.length / U;
+            const kv = this.projected(enc, l, name);
+            const p = this.attn(`${pre}.x_${name}`);
+            if (name === 'mid' && this.hasIndexer && opts.topK > 0 && opts.topK < Lk) outs.push(this.gatherAttention(l, q, kv, m, U, R, opts.topK, p));
+            else outs.push(foldedAttention(q, kv, p, c.heads, m.bias, U, R));
+          } else if (name === 'mid' && this.hasIndexer && (opts.indexerLoss || opts.topK > 0)) {
             const Lk = this.midLen;
             const scores = this.indexerScores(l, q, m.keys).add(m.bias.reshape([B, 1, Lk]));
             let bias = m.bias;
@@ -478,11 +520,16 @@ export class GemsModel {
             outs.push(out);
           } else outs.push(attention(q, m.keys, this.attn(`${pre}.x_${name}`), c.heads, m.bias).out);
         }
-        if (massAcc) accumulateMass(massAcc, outs, B, len);
+        if (massAcc) accumulateMass(massAcc, outs, names.map((s) => enc.mem[s]!.valid), U, R);
         h = h.add(this.drop(this.fuse(pre, h, outs), opts.training));
       } else {
         const m = enc.mem.all!;
-        h = h.add(this.drop(attention(this.norm(`${pre}.norm_all`, h), m.keys, this.attn(`${pre}.x_all`), c.heads, m.bias).out, opts.training));
+        const q = this.norm(`${pre}.norm_all`, h);
+        const out = inference
+          ? foldedAttention(q, this.projected(enc, l, 'all'), this.attn(`${pre}.x_all`), c.heads, m.bias, U, R)
+          : attention(q, m.keys, this.attn(`${pre}.x_all`), c.heads, m.bias).out;
+        if (massAcc) fillUsedShares(massAcc, names.map((s) => streamValid(enc, s, U)), U, R);
+        h = h.add(this.drop(out, opts.training));
       }
       h = h.add(this.drop(this.ffn(`${pre}.ffn`, this.norm(`${pre}.norm_ffn`, h), opts.training), opts.training));
     }
@@ -490,6 +537,108 @@ export class GemsModel {
     if (kls.length) res.kl = tf.addN(kls).div(kls.length);
     if (massAcc) res.mass = normaliseMass(massAcc, B, names.length);
     return res;
+  }
+
+  /**
+   * Projects every cross-attention's keys and values (and the indexer's keys) once per user, for repeated decoder
+   * calls on the same encoded streams (beam search levels and beams). The result shares `mem` with `enc`.
+   */
+  prepare(enc: EncodedStreams): EncodedStreams {
+    const proj = new Map<string, ProjectedMemory>();
+    const out: EncodedStreams = { B: enc.B, mem: enc.mem, proj };
+    const fused = this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated';
+    for (let l = 0; l < this.cfg.decoderLayers; l++) {
+      for (const name of fused ? this.enabledStreams : (['all'] as const)) proj.set(`${l}.${name}`, this.projected(enc, l, name));
+    }
+    return out;
+  }
+
+  private projected(enc: EncodedStreams, layer: number, name: StreamName | 'all'): ProjectedMemory {
+    const hit = enc.proj?.get(`${layer}.${name}`);
+    if (hit) return hit;
+    const m = enc.mem[name]!;
+    const p = this.attn(`dec${layer}.x_${name}`);
+    const K = dense(m.keys, p.wk, p.bk);
+    const V = dense(m.keys, p.wv, p.bv);
+    const [U, Lk, hd] = K.shape as [number, number, number];
+    const split = (x: T) => x.reshape([U, Lk, this.cfg.heads, hd / this.cfg.heads]).transpose([0, 2, 1, 3]);
+    const pm: ProjectedMemory = { K, V, Kh: split(K), Vh: split(V) };
+    if (name === 'mid' && this.hasIndexer) pm.ki = dense(m.keys, this.v(`dec${layer}.indexer.wk`));
+    return pm;
+  }
+
+  /**
+   * Mid-term cross-attention over only each query's top-k keys by indexer score (inference). The indexer scores all
+   * keys (cheap: few heads, small dim); per user, the union of the keys its queries (beams × positions) selected is
+   * gathered once — beams of a user mostly pick the same keys, so the union is far smaller than T_mid — and each
+   * query attends over that union with every key it did not select masked. That is exactly full attention with the
+   * unselected keys masked (the training formulation), at the cost of |union| keys instead of all of them. A user with
+   * no valid key attends uniformly over all (padding) keys, as the masked formulation does.
+   */
+  private gatherAttention(layer: number, q: T, kv: ProjectedMemory, m: Memory, U: number, R: number, k: number, p: AttentionParams): T {
+    const { heads } = this.cfg;
+    const ix = this.cfg.indexer;
+    const Lq = q.shape[1]!;
+    const Lk = m.valid.length / U;
+    const hd = kv.K.shape[2]!;
+    const dh = hd / heads;
+    const rows = R * Lq; // query rows per user (beams folded into the query axis)
+    const validKeys = Array.from({ length: U }, (_, u) => {
+      const out: number[] = [];
+      for (let j = 0; j < Lk; j++) if (m.valid[u * Lk + j]) out.push(j);
+      return out;
+    });
+    // No user has more than k valid keys: top-k keeps them all, which is plain attention over the valid keys.
+    if (validKeys.every((v) => v.length <= k)) return foldedAttention(q, kv, p, heads, m.bias, U, R);
+    const qi = dense(q, this.v(`dec${layer}.indexer.wq`)).reshape([U, rows * ix.heads, ix.dim]);
+    const dots = tf.relu(tf.matMul(qi, kv.ki!, false, true)).reshape([U, rows, ix.heads, Lk]);
+    const w = dense(q, this.v(`dec${layer}.indexer.ww`)).reshape([U, rows, ix.heads, 1]);
+    const scores = dots.mul(w).sum(2).dataSync() as Float32Array; // [U, rows, Lk]
+    const sel = selectTopK(scores, validKeys, rows, Lk, k); // per (user, row): selected key indices, -1 padded
+    // Per user: the union of selected keys (ascending), and each row's allowed positions in it.
+    const slot = new Int32Array(Lk);
+    const unions: number[][] = [];
+    for (let u = 0; u < U; u++) {
+      slot.fill(-1);
+      const keys: number[] = [];
+      for (let i = u * rows * k; i < (u + 1) * rows * k; i++) {
+        const j = sel[i]!;
+        if (j >= 0 && slot[j] === -1) {
+          slot[j] = 0;
+          keys.push(j);
+        }
+      }
+      unions.push(keys.sort((a, b) => a - b));
+    }
+    const width = Math.max(1, ...unions.map((x) => x.length));
+    const flat = new Int32Array(U * width);
+    const bias = new Float32Array(U * rows * width).fill(-1e9);
+    const empty = new Uint8Array(U);
+    for (let u = 0; u < U; u++) {
+      const keys = unions[u]!;
+      if (keys.length === 0) empty[u] = 1;
+      slot.fill(-1);
+      keys.forEach((j, c) => {
+        slot[j] = c;
+        flat[u * width + c] = u * Lk + j;
+      });
+      for (let r = 0; r < rows; r++) {
+        for (let i = 0; i < k; i++) {
+          const j = sel[(u * rows + r) * k + i]!;
+          if (j >= 0) bias[(u * rows + r) * width + slot[j]!] = 0;
+        }
+      }
+    }
+    const idx = tf.tensor1d(flat, 'int32');
+    const split = (x: T) => tf.gather(x.reshape([U * Lk, hd]), idx).reshape([U, width, heads, dh]).transpose([0, 2, 1, 3]);
+    const Q = dense(q, p.wq, p.bq).reshape([U, rows, heads, dh]).transpose([0, 2, 1, 3]);
+    const probs = tf.softmax(tf.matMul(Q, split(kv.K), false, true).mul(1 / Math.sqrt(dh)).add(tf.tensor4d(bias, [U, 1, rows, width])), -1);
+    let ctx = tf.matMul(probs, split(kv.V)).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
+    if (empty.some((x) => x)) {
+      const uniform = kv.V.mean(1, true).tile([1, rows, 1]);
+      ctx = tf.where(tf.tensor3d(empty, [U, 1, 1], 'bool').tile([1, rows, hd]), uniform, ctx);
+    }
+    return dense(ctx.reshape([U * R, Lq, hd]), p.wo, p.bo);
   }
 
   /** Fusion of the per-stream cross-attention outputs (sum: no parameters; gated: learned softmax gate). */
@@ -503,7 +652,7 @@ export class GemsModel {
 
   /** Logits of level `level` for hidden rows [n, d]. */
   levelLogits(h: T, level: number): T {
-    return matMul2d(h, tf.transpose(this.v(`code${level}`)));
+    return matMul2d(h, this.v(`code${level}`), true);
   }
 
   /** Training loss on target codes (B × W): Σ_levels mean NLL + λ·KL. Returns the parts as scalars. */
@@ -528,8 +677,10 @@ export class GemsModel {
 
   /** Log-probabilities [B, sizes[level]] of the next code after the given prefixes (B × level codes). */
   nextLogProbs(enc: EncodedStreams, prefixes: Int32Array, level: number, opts: ForwardOptions): { logp: T; mass?: Float32Array } {
-    const dec = this.decode(enc, prefixes, level + 1, opts);
-    const last = dec.hidden.slice([0, level, 0], [enc.B, 1, this.cfg.d]).reshape([enc.B, this.cfg.d]);
+    const inference = !opts.training && !opts.indexerLoss;
+    const dec = this.decode(enc, prefixes, level + 1, { ...opts, lastOnly: inference });
+    const rows = enc.B * (opts.rowsPerUser ?? 1);
+    const last = dec.hidden.slice([0, dec.hidden.shape[1]! - 1, 0], [rows, 1, this.cfg.d]).reshape([rows, this.cfg.d]);
     return { logp: logSoftmaxLast(this.levelLogits(last, level)), mass: dec.mass };
   }
 }
@@ -570,19 +721,120 @@ function indexerKl(probs: T, scores: T, valid: Uint8Array, B: number, Lq: number
   return kl.sum().div(Math.max(1, count));
 }
 
-function accumulateMass(acc: Float32Array, outs: T[], B: number, len: number): void {
+/**
+ * Per user u and row r, the k valid keys with the highest score (ties → lower index, as GemsModel.topKBias), or all
+ * valid keys when there are ≤ k; out[(u·rows + r)·k + i], -1 where fewer than k. Average O(valid keys) per row
+ * (quickselect of the k-th largest score, then one pass).
+ */
+function selectTopK(scores: Float32Array, validKeys: number[][], rows: number, Lk: number, k: number): Int32Array {
+  const out = new Int32Array(validKeys.length * rows * k).fill(-1);
+  const buf = new Float32Array(Lk);
+  validKeys.forEach((keys, u) => {
+    for (let r = 0; r < rows; r++) {
+      const base = (u * rows + r) * Lk;
+      let o = (u * rows + r) * k;
+      if (keys.length <= k) {
+        for (const j of keys) out[o++] = j;
+        continue;
+      }
+      for (let i = 0; i < keys.length; i++) buf[i] = scores[base + keys[i]!]!;
+      const thr = kthLargest(buf, keys.length, k);
+      let above = 0;
+      for (const j of keys) if (scores[base + j]! > thr) above++;
+      let ties = k - above;
+      for (const j of keys) {
+        const v = scores[base + j]!;
+        if (v > thr) out[o++] = j;
+        else if (v === thr && ties > 0) {
+          out[o++] = j;
+          ties--;
+        }
+      }
+    }
+  });
+  return out;
+}
+
+/** The k-th largest of a[0..n) (1-based k ≤ n); reorders a. Hoare quickselect. */
+function kthLargest(a: Float32Array, n: number, k: number): number {
+  let lo = 0;
+  let hi = n - 1;
+  const target = k - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >>> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! > pivot) i++;
+      while (a[j]! < pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else return a[target]!;
+  }
+  return a[target]!;
+}
+
+/** Per user, whether a stream has any valid key (an input). */
+function usedPerUser(valid: Uint8Array, U: number): Uint8Array {
+  const L = valid.length / U;
+  return Uint8Array.from({ length: U }, (_, u) => (valid.subarray(u * L, (u + 1) * L).some((x) => x) ? 1 : 0));
+}
+
+function streamValid(enc: EncodedStreams, s: StreamName, U: number): Uint8Array {
+  // Under concat/shared fusion the per-stream memories are not kept; validity is known only for 'all'.
+  const m = enc.mem[s];
+  return m ? usedPerUser(m.valid, U) : new Uint8Array(U).fill(1);
+}
+
+/**
+ * Adds each stream's output norm at the last query position to the per-row mass. Streams without any input for a
+ * user get 0 (their attention over padding still produces an output, but it explains nothing).
+ */
+function accumulateMass(acc: Float32Array, outs: T[], valids: Uint8Array[], U: number, R: number): void {
   const S = outs.length;
+  const B = U * R;
   outs.forEach((o, s) => {
-    const norms = tf.tidy(() => o.slice([0, len - 1, 0], [B, 1, -1]).square().sum(-1).sqrt().reshape([B]).dataSync());
-    for (let b = 0; b < B; b++) acc[b * S + s]! += norms[b]!;
+    const used = usedPerUser(valids[s]!, U);
+    const norms = tf.tidy(() => o.slice([0, o.shape[1]! - 1, 0], [B, 1, -1]).square().sum(-1).sqrt().reshape([B]).dataSync());
+    for (let b = 0; b < B; b++) if (used[Math.floor(b / R)]) acc[b * S + s]! += norms[b]!;
   });
 }
 
+/** Single decoder memory (concat/shared fusion): equal shares over the streams that have input. */
+function fillUsedShares(acc: Float32Array, used: Uint8Array[], U: number, R: number): void {
+  const S = used.length;
+  for (let b = 0; b < U * R; b++) for (let s = 0; s < S; s++) acc[b * S + s] = used[s]![Math.floor(b / R)]!;
+}
+
+/** Shares summing to 1 over the streams with mass; all zero when no stream had input. */
 function normaliseMass(acc: Float32Array, B: number, S: number): Float32Array {
   for (let b = 0; b < B; b++) {
     let tot = 0;
     for (let s = 0; s < S; s++) tot += acc[b * S + s]!;
-    for (let s = 0; s < S; s++) acc[b * S + s] = tot > 0 ? acc[b * S + s]! / tot : 1 / S;
+    for (let s = 0; s < S; s++) acc[b * S + s] = tot > 0 ? acc[b * S + s]! / tot : 0;
   }
   return acc;
+}
+
+/**
+ * Cross-attention with keys/values already projected per user (K, V [U, Lk, H·dh]) for U·R query rows q
+ * [U·R, Lq, d]: the R rows of a user are folded into its query axis ([U, H, R·Lq, dh]), so K/V are shared by all
+ * of the user's beams instead of being copied. `bias` [U, 1, 1, Lk]. Same result as attention() on tiled memories.
+ */
+function foldedAttention(q: T, kv: ProjectedMemory, p: AttentionParams, heads: number, bias: T, U: number, R: number): T {
+  const Lq = q.shape[1]!;
+  const hd = kv.K.shape[2]!;
+  const dh = hd / heads;
+  const Q = dense(q, p.wq, p.bq).reshape([U, R * Lq, heads, dh]).transpose([0, 2, 1, 3]);
+  const probs = tf.softmax(tf.matMul(Q, kv.Kh, false, true).mul(1 / Math.sqrt(dh)).add(bias), -1);
+  const ctx = tf.matMul(probs, kv.Vh).transpose([0, 2, 1, 3]).reshape([U * R, Lq, hd]);
+  return dense(ctx, p.wo, p.bo);
 }

@@ -1,12 +1,16 @@
 // TensorFlow.js building blocks that train on every backend we ship, including plain wasm (DESIGN §6):
 // - embedding lookups get their gradient through scatterND (wasm has no UnsortedSegmentSum, so tf.gather's own
 //   gradient throws there);
-// - 2-D matMul gets a custom gradient that materialises transposes, so forward and backward both take the fast
-//   non-transposed path;
+// - 2-D matMul passes transpose flags to tf.matMul (forward and backward) instead of materialising transposes
+//   where that is fast (native kernels, or any non-wasm backend); plain wasm only has a fast path for
+//   non-transposed 2-D matMul (DESIGN §6), so there the transposes are still materialised;
+// - dropout and layerNorm are the fused ones of src/compute/ops.ts (hashed mask; one-pass native kernels);
 // - logSumExp gets the cheap softmax·dy gradient;
 // - stopGradient is a customGrad with a zero gradient (tfjs has no stop_gradient op);
 // - masks are constants added to scores (bandPart's gradient throws).
 import { tf } from '../compute/backend.js';
+import { dropout as fusedDropout, layerNorm as fusedLayerNorm } from '../compute/ops.js';
+import { activeNativeAddon } from '../compute/nativeKernels.js';
 
 type T = tf.Tensor;
 
@@ -22,18 +26,32 @@ export function gatherRows(table: T, ids: tf.Tensor1D | Int32Array): T {
   return f(table);
 }
 
-/** a [n,k] × b [k,m] with both gradients computed as non-transposed 2-D matMuls. */
-export function matMul2d(a: T, b: T): T {
+/**
+ * a [n,k] × b [k,m] (or × bᵀ for b [m,k] when `transposeB`), forward and gradients as 2-D matMuls with transpose
+ * flags — no transposed copy of either operand is made.
+ */
+export function matMul2d(a: T, b: T, transposeB = false): T {
+  const flags = transposeFlagsFast();
+  // mm(p, q, ta, tb) = op(p)·op(q), by flags or by materialised transposes (plain wasm).
+  const mm = (p: tf.Tensor2D, q: tf.Tensor2D, ta: boolean, tb: boolean) =>
+    flags ? tf.matMul(p, q, ta, tb) : tf.matMul(ta ? tf.transpose(p) : p, tb ? tf.transpose(q) : q);
   const f = tf.customGrad(((x: T, y: T, save: tf.GradSaveFunc) => {
     save([x, y]);
-    const value = tf.matMul(x as tf.Tensor2D, y as tf.Tensor2D);
+    const value = mm(x as tf.Tensor2D, y as tf.Tensor2D, false, transposeB);
     const gradFunc = (dy: T, saved: T[]) => {
       const [sx, sy] = saved as [tf.Tensor2D, tf.Tensor2D];
-      return [tf.matMul(dy as tf.Tensor2D, tf.transpose(sy)), tf.matMul(tf.transpose(sx), dy as tf.Tensor2D)];
+      const d = dy as tf.Tensor2D;
+      // y = x·w: dx = dy·wᵀ, dw = xᵀ·dy.  y = x·wᵀ: dx = dy·w, dw = dyᵀ·x.
+      return transposeB ? [mm(d, sy, false, false), mm(d, sx, true, false)] : [mm(d, sy, false, true), mm(sx, d, true, false)];
     };
     return { value, gradFunc };
   }) as any) as (x: T, y: T) => T;
   return f(a, b);
+}
+
+/** Whether tf.matMul with transpose flags is fast here: not on plain wasm without the native kernels (DESIGN §6). */
+function transposeFlagsFast(): boolean {
+  return tf.getBackend() !== 'wasm' || activeNativeAddon() !== null;
 }
 
 /** x [..., k] · w [k, m] + b, computed as one 2-D matMul. */
@@ -68,11 +86,9 @@ export function stopGradient(x: T): T {
   return f(x);
 }
 
+/** Layer norm over the last axis (fused native kernel when available; same formula otherwise). */
 export function layerNorm(x: T, gamma: T, beta: T, eps = 1e-6): T {
-  const mean = x.mean(-1, true);
-  const xc = x.sub(mean);
-  const variance = xc.square().mean(-1, true);
-  return xc.div(variance.add(eps).sqrt()).mul(gamma).add(beta);
+  return fusedLayerNorm(x, gamma, beta, eps);
 }
 
 export function gelu(x: T): T {
@@ -81,10 +97,10 @@ export function gelu(x: T): T {
   return x.mul(0.5).mul(tf.tanh(x.add(x.pow(3).mul(0.044715)).mul(c)).add(1));
 }
 
-/** Dropout with an explicit seed (determinism); identity when rate is 0 or not training. */
+/** Dropout with an explicit seed (hashed mask: deterministic on every backend); identity when rate is 0 or no seed (not training). */
 export function dropout(x: T, rate: number, seed: number | undefined): T {
   if (!(rate > 0) || seed === undefined) return x;
-  return tf.dropout(x, rate, undefined, seed);
+  return fusedDropout(x, rate, seed);
 }
 
 export interface AttentionParams {
@@ -117,7 +133,7 @@ export function attention(q: T, kv: T, p: AttentionParams, heads: number, bias?:
   const Q = split(dense(q, p.wq, p.bq), Lq);
   const K = split(dense(kv, p.wk, p.bk), Lk);
   const V = split(dense(kv, p.wv, p.bv), Lk);
-  let scores = tf.matMul(Q, K.transpose([0, 1, 3, 2])).mul(1 / Math.sqrt(dh));
+  let scores = tf.matMul(Q, K, false, true).mul(1 / Math.sqrt(dh));
   if (bias) scores = scores.add(bias);
   const probs = tf.softmax(scores, -1);
   const ctx = tf.matMul(probs, V).transpose([0, 2, 1, 3]).reshape([B, Lq, heads * dh]);

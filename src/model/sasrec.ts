@@ -85,9 +85,19 @@ export class SasRec {
 
   /** Logits over item indices 0..numItems for hidden rows h [n, d]; padding column 0 is masked out. */
   logits(h: T): T {
-    const scores = matMul2d(h, tf.transpose(this.v('item_emb')));
+    const scores = matMul2d(h, this.v('item_emb'), true);
     const padMask = tf.tensor1d(Array.from({ length: this.cfg.numItems + 1 }, (_, i) => (i === 0 ? -1e9 : 0)));
     return scores.add(padMask);
+  }
+
+  /**
+   * Logits over the real items only (column j = item index j + 1) for training: the padding row is sliced off the
+   * table instead of masking a column with a rows × items Add; softmax over these equals softmax over logits()
+   * (the masked column has probability exactly 0).
+   */
+  itemLogits(h: T): T {
+    const n = this.cfg.numItems;
+    return matMul2d(h, this.v('item_emb').slice([1, 0], [n, this.cfg.d]), true);
   }
 
   /**
@@ -105,7 +115,7 @@ export class SasRec {
     if (rows.length === 0) throw new Error('SASRec loss: batch has no targets');
     const h = gatherRows(this.encode(seqs, B, true).reshape([-1, d]), Int32Array.from(rows));
     // Fused softmax cross-entropy (native kernel when present; no one-hot of rows × items either way).
-    return softmaxCrossEntropy(this.logits(h) as tf.Tensor2D, tf.tensor1d(Int32Array.from(tg), 'int32')).mean() as tf.Scalar;
+    return softmaxCrossEntropy(this.itemLogits(h) as tf.Tensor2D, tf.tensor1d(Int32Array.from(tg, (t) => t - 1), 'int32')).mean() as tf.Scalar;
   }
 
   /** Scores over item indices (B × (numItems+1), column 0 = -inf) from the last position of each window. */
