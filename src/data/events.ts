@@ -46,20 +46,53 @@ export interface Streams {
   lifecycle: History;
 }
 
-export function emptyHistory(userId: number): History {
+/** A zero-filled history of `length` events with room for `tagCount` tag ids. */
+export function allocHistory(userId: number, length: number, tagCount = 0): History {
   return {
     userId,
-    length: 0,
-    itemId: new Int32Array(0),
-    ts: new Float64Array(0),
-    seq: new Int32Array(0),
-    authorId: new Int32Array(0),
-    tagOffsets: new Int32Array(1),
-    tagIds: new Int32Array(0),
-    playMs: new Float32Array(0),
-    durationMs: new Float32Array(0),
-    labels: new Uint8Array(0),
+    length,
+    itemId: new Int32Array(length),
+    ts: new Float64Array(length),
+    seq: new Int32Array(length),
+    authorId: new Int32Array(length),
+    tagOffsets: new Int32Array(length + 1),
+    tagIds: new Int32Array(tagCount),
+    playMs: new Float32Array(length),
+    durationMs: new Float32Array(length),
+    labels: new Uint8Array(length),
   };
+}
+
+export function emptyHistory(userId: number): History {
+  return allocHistory(userId, 0);
+}
+
+/** Histories concatenated in order into one (copies; tag offsets rebased). A single non-empty part is returned as is. */
+export function concatHistories(userId: number, parts: History[]): History {
+  const nonEmpty = parts.filter((p) => p.length > 0);
+  if (nonEmpty.length === 0) return emptyHistory(userId);
+  if (nonEmpty.length === 1) return { ...nonEmpty[0]!, userId };
+  const out = allocHistory(
+    userId,
+    nonEmpty.reduce((s, p) => s + p.length, 0),
+    nonEmpty.reduce((s, p) => s + p.tagIds.length, 0),
+  );
+  let row = 0;
+  let tag = 0;
+  for (const p of nonEmpty) {
+    out.itemId.set(p.itemId, row);
+    out.ts.set(p.ts, row);
+    out.seq.set(p.seq, row);
+    out.authorId.set(p.authorId, row);
+    out.playMs.set(p.playMs, row);
+    out.durationMs.set(p.durationMs, row);
+    out.labels.set(p.labels, row);
+    out.tagIds.set(p.tagIds, tag);
+    for (let i = 1; i <= p.length; i++) out.tagOffsets[row + i] = tag + p.tagOffsets[i]!;
+    row += p.length;
+    tag += p.tagIds.length;
+  }
+  return out;
 }
 
 /** Rows [start, end) of a history, as a new history (views, no copies, except rebased tag offsets). */

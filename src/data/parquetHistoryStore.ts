@@ -43,7 +43,7 @@ import { resolvedPaths, type GemsConfig } from '../config/config.js';
 import { hash32 } from '../util/random.js';
 import { logger } from '../util/log.js';
 import { Database } from './db.js';
-import { cutStreams, emptyHistory, sliceHistory, type EventColumns, type History, type Item } from './events.js';
+import { allocHistory, cutStreams, emptyHistory, sliceHistory, type EventColumns, type History, type Item } from './events.js';
 import type { AppendResult, AsOf, HistoryRange, HistoryStore, ItemColumns, ScanOptions, StoredStreams, StoreStats, StreamOptions } from './historyStore.js';
 import { openObjectStore } from './openObjectStore.js';
 import type { ObjectInfo, ObjectStore } from './objectStore.js';
@@ -349,19 +349,7 @@ function chronoBefore(tsA: number, seqA: number, tsB: number, seqB: number): boo
 /** Rows `idx` (in that order) of columns `c` as one user's history. */
 function gatherHistory(userId: number, c: EventColumns, idx: ArrayLike<number>): History {
   const n = idx.length;
-  const h: History = {
-    userId,
-    length: n,
-    itemId: new Int32Array(n),
-    ts: new Float64Array(n),
-    seq: new Int32Array(n),
-    authorId: new Int32Array(n),
-    tagOffsets: new Int32Array(n + 1),
-    tagIds: new Int32Array(0),
-    playMs: new Float32Array(n),
-    durationMs: new Float32Array(n),
-    labels: new Uint8Array(n),
-  };
+  const h = allocHistory(userId, n);
   let tags = 0;
   for (let i = 0; i < n; i++) tags += c.tagOffsets[idx[i]! + 1]! - c.tagOffsets[idx[i]!]!;
   h.tagIds = new Int32Array(tags);

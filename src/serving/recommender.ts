@@ -2,7 +2,10 @@
 // answers, and the `RecommenderModel` interface every serving model implements (the GEMs checkpoint adapter in
 // gemsRecommender.ts, the popularity/cold-start model in coldStart.ts, and their hybrid). The service holds one
 // model reference and swaps it between batches (hot reload), so a model is immutable once serving.
-import { emptyHistory, type History, type Streams } from '../data/events.js';
+import { concatHistories, type History, type Streams } from '../data/events.js';
+
+// Callers import the history helpers from here too.
+export { concatHistories };
 import type { LifecycleMemory } from '../lifecycle/memory.js';
 
 export type StreamName = 'recent' | 'mid' | 'lifecycle';
@@ -75,44 +78,6 @@ export function streamsWithInput(streams: Streams, memory: LifecycleMemory | nul
 /** Number of events across the three streams. */
 export function eventCount(streams: Streams): number {
   return streams.lifecycle.length + streams.mid.length + streams.recent.length;
-}
-
-/** Histories of one user concatenated in order (copies; tag offsets rebased). */
-export function concatHistories(userId: number, parts: History[]): History {
-  const nonEmpty = parts.filter((p) => p.length > 0);
-  if (nonEmpty.length === 0) return emptyHistory(userId);
-  if (nonEmpty.length === 1) return { ...nonEmpty[0]!, userId };
-  const n = nonEmpty.reduce((s, p) => s + p.length, 0);
-  const tags = nonEmpty.reduce((s, p) => s + p.tagIds.length, 0);
-  const out: History = {
-    userId,
-    length: n,
-    itemId: new Int32Array(n),
-    ts: new Float64Array(n),
-    seq: new Int32Array(n),
-    authorId: new Int32Array(n),
-    tagOffsets: new Int32Array(n + 1),
-    tagIds: new Int32Array(tags),
-    playMs: new Float32Array(n),
-    durationMs: new Float32Array(n),
-    labels: new Uint8Array(n),
-  };
-  let row = 0;
-  let tag = 0;
-  for (const p of nonEmpty) {
-    out.itemId.set(p.itemId, row);
-    out.ts.set(p.ts, row);
-    out.seq.set(p.seq, row);
-    out.authorId.set(p.authorId, row);
-    out.playMs.set(p.playMs, row);
-    out.durationMs.set(p.durationMs, row);
-    out.labels.set(p.labels, row);
-    out.tagIds.set(p.tagIds, tag);
-    for (let i = 1; i <= p.length; i++) out.tagOffsets[row + i] = tag + p.tagOffsets[i]!;
-    row += p.length;
-    tag += p.tagIds.length;
-  }
-  return out;
 }
 
 /** The whole history behind a set of streams (lifecycle, mid, recent), oldest first. */

@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import { Counter, Gauge } from 'prom-client';
 import { resolvedPaths, type GemsConfig } from '../config/config.js';
-import { cutStreams, emptyHistory, type History, type Streams } from '../data/events.js';
+import { allocHistory, cutStreams, emptyHistory, type History, type Streams } from '../data/events.js';
 import type { HistoryStore } from '../data/historyStore.js';
 import type { LifecycleMemory } from '../lifecycle/memory.js';
 import { logger, type Logger } from '../util/log.js';
@@ -138,18 +138,7 @@ export function parseRequest(req: GetRecommendationsRequest, limits: { maxK: num
 /** The request's events as a History (seq = position); throws InvalidRequest naming `recent_events[i].field`. */
 export function historyFromEvents(userId: number, events: WireRecentEvent[], firstSeq = 0): History {
   const n = events.length;
-  const h: History = {
-    ...emptyHistory(userId),
-    length: n,
-    itemId: new Int32Array(n),
-    ts: new Float64Array(n),
-    seq: new Int32Array(n),
-    authorId: new Int32Array(n),
-    tagOffsets: new Int32Array(n + 1),
-    playMs: new Float32Array(n),
-    durationMs: new Float32Array(n),
-    labels: new Uint8Array(n),
-  };
+  const h = allocHistory(userId, n);
   const tags: number[] = [];
   let lastTs = -Infinity;
   events.forEach((e, i) => {

@@ -25,7 +25,7 @@
 //   stream), otherwise from the current session's focus; the target item is one the user has not seen.
 import { Rng } from '../../util/random.js';
 import type { EventColumns, History } from '../events.js';
-import { LABEL } from '../events.js';
+import { concatHistories, LABEL } from '../events.js';
 import { buildCatalogue, searchCdf, type Catalogue, type CatalogueOptions } from './catalogue.js';
 
 export interface LifelongOptions extends CatalogueOptions {
@@ -546,44 +546,15 @@ export interface GeneratedBatch {
 export const GENERATOR_SOURCE = 'generator';
 
 /** Concatenates user histories into one EventColumns batch. */
-export function concatHistories(histories: History[], source: string): EventColumns {
-  let len = 0;
-  let tags = 0;
-  for (const h of histories) {
-    len += h.length;
-    tags += h.tagIds.length;
-  }
-  const b: EventColumns = {
-    length: len,
-    userId: new Int32Array(len),
-    itemId: new Int32Array(len),
-    ts: new Float64Array(len),
-    seq: new Int32Array(len),
-    authorId: new Int32Array(len),
-    tagOffsets: new Int32Array(len + 1),
-    tagIds: new Int32Array(tags),
-    playMs: new Float32Array(len),
-    durationMs: new Float32Array(len),
-    labels: new Uint8Array(len),
-    source,
-  };
+export function historiesToBatch(histories: History[], source: string): EventColumns {
+  const all = concatHistories(0, histories);
+  const userId = new Int32Array(all.length);
   let at = 0;
-  let tagAt = 0;
   for (const h of histories) {
-    b.userId.fill(h.userId, at, at + h.length);
-    b.itemId.set(h.itemId, at);
-    b.ts.set(h.ts, at);
-    b.seq.set(h.seq, at);
-    b.authorId.set(h.authorId, at);
-    b.playMs.set(h.playMs, at);
-    b.durationMs.set(h.durationMs, at);
-    b.labels.set(h.labels, at);
-    b.tagIds.set(h.tagIds, tagAt);
-    for (let i = 1; i <= h.length; i++) b.tagOffsets[at + i] = tagAt + h.tagOffsets[i]!;
+    userId.fill(h.userId, at, at + h.length);
     at += h.length;
-    tagAt += h.tagIds.length;
   }
-  return b;
+  return { ...all, userId, source };
 }
 
 export function summariseUser(g: GeneratedUser): UserSummary {
@@ -619,7 +590,7 @@ export function* generateLifelong(o: LifelongOptions, batchEvents = 1_000_000, c
     users.push(summariseUser(g));
     pending += g.history.length;
     if (pending >= batchEvents || u === o.users - 1) {
-      yield { events: concatHistories(histories, GENERATOR_SOURCE), truth, users };
+      yield { events: historiesToBatch(histories, GENERATOR_SOURCE), truth, users };
       histories = [];
       truth = [];
       users = [];
