@@ -3,15 +3,19 @@
 // enough input, the popularity model (coldStart.ts) for the rest.
 //
 // Lifecycle stream: a checkpoint trained on stored QLA memories (meta.train.lifecycleSource = 'memory') reads the
-// user's memory from the memory store; otherwise it summarises the lifecycle events read with the request the
-// same way it was trained (the checkpoint's own summariser) — feeding memories to a model that never saw them
-// would be noise. `useMemories` overrides the choice.
+// user's memory from the memory store; a user without one — or whose memory another compressor version made than
+// the one the model was trained with — gets it computed from the lifecycle events read with the request, by the
+// compressor the checkpoint carries (logged, counted in `lifecycleCounts`). Other checkpoints summarise the events
+// the way they were trained (chunk mean) — feeding memories to a model that never saw them would be noise.
+// `useMemories` overrides the choice.
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { History } from '../data/events.js';
 import type { LifecycleSummarizer, LifecycleSummary } from '../model/features.js';
 import { loadGems, recommend, type LoadedGems } from '../model/recommend.js';
 import { makeSampleContext } from '../train/samples.js';
+import { checkpointLifecycleSummarizer } from '../train/lifecycleSource.js';
+import { logger } from '../util/log.js';
 import { PopularityModel } from './coldStart.js';
 import {
   NO_ATTENTION,
@@ -49,12 +53,32 @@ export interface GemsRecommenderOptions {
   useMemories?: 'auto' | 'always' | 'never';
 }
 
+/** How the lifecycle stream of served users was obtained (a metric; also exported by the service's /metrics). */
+export interface LifecycleCounts {
+  /** Stored memory used. */
+  memory: number;
+  /** Memory-reading model, no stored memory: computed from the events. */
+  computedMissing: number;
+  /** Stored memory from another compressor version than the model's: computed from the events. */
+  computedVersionMismatch: number;
+  /** Stored memory of another shape (slots × dim) than the model's: computed from the events. */
+  computedShapeMismatch: number;
+}
+
+const log = logger('serving.gems');
+
 export class GemsRecommender implements RecommenderModel {
   readonly kind = 'gems';
   readonly version: string;
   readonly useMemories: boolean;
+  /** Compressor version the model was trained with (memory-trained checkpoints), else null. */
+  readonly compressorVersion: string | null;
+  readonly lifecycleCounts: LifecycleCounts = { memory: 0, computedMissing: 0, computedVersionMismatch: 0, computedShapeMismatch: 0 };
+  /** Called for every served user of a memory-reading model with how its lifecycle stream was obtained. */
+  onLifecycle: ((outcome: keyof LifecycleCounts) => void) | null = null;
   private readonly summarizer: ServingSummarizer;
   private disposed = false;
+  private lastFallbackLog = 0;
 
   constructor(
     readonly loaded: LoadedGems,
@@ -63,25 +87,51 @@ export class GemsRecommender implements RecommenderModel {
     this.version = `gems:${loaded.dir}@${loaded.meta.createdAt}`;
     const mode = opts.useMemories ?? 'auto';
     this.useMemories = mode === 'always' || (mode === 'auto' && loaded.meta.train['lifecycleSource'] === 'memory');
+    const cv = loaded.meta.train['compressorVersion'];
+    this.compressorVersion = typeof cv === 'string' ? cv : null;
     this.summarizer = new ServingSummarizer(loaded.summarizer);
     loaded.ctx = makeSampleContext(loaded.model.cfg, loaded.sid, this.summarizer);
   }
 
   /** Loads a checkpoint directory written by `gems train --model gems` (…/checkpoints/<run>/best). */
   static load(dir: string, opts: GemsRecommenderOptions = {}): GemsRecommender {
-    return new GemsRecommender(loadGems(dir), opts);
+    // Memory-trained checkpoints carry their compressor: users without a usable memory get one computed by it.
+    return new GemsRecommender(loadGems(dir, checkpointLifecycleSummarizer(dir)), opts);
   }
 
   get sid() {
     return this.loaded.sid;
   }
 
-  /** The memory of an input when this model reads memories and its shape fits the model. */
+  /**
+   * The memory of an input when this model reads memories, its shape fits the model and (for models that record
+   * one) the compressor version matches; otherwise null — the lifecycle is then computed from the events.
+   */
   private usableMemory(input: RecommendInput): Float32Array | null {
+    if (!this.useMemories) return null;
     const m = input.memory;
-    if (!this.useMemories || !m) return null;
-    if (m.header.slots !== this.summarizer.slots || m.header.dim !== this.summarizer.dim) return null;
-    return m.vectors;
+    let outcome: keyof LifecycleCounts = 'memory';
+    if (!m) outcome = 'computedMissing';
+    else if (m.header.slots !== this.summarizer.slots || m.header.dim !== this.summarizer.dim) outcome = 'computedShapeMismatch';
+    else if (this.compressorVersion !== null && m.header.compressorVersion !== this.compressorVersion) outcome = 'computedVersionMismatch';
+    this.lifecycleCounts[outcome]++;
+    this.onLifecycle?.(outcome);
+    if (outcome === 'memory') return m!.vectors;
+    // Logged at most once a second per model: a new compressor rolled out before recompression hits every user.
+    const now = Date.now();
+    if (now - this.lastFallbackLog >= 1000) {
+      this.lastFallbackLog = now;
+      log.warn('lifecycle memory not usable; computing it from the events', {
+        user: input.userId,
+        reason: outcome,
+        memoryCompressor: m?.header.compressorVersion ?? null,
+        modelCompressor: this.compressorVersion,
+        memoryShape: m ? `${m.header.slots}x${m.header.dim}` : null,
+        modelShape: `${this.summarizer.slots}x${this.summarizer.dim}`,
+        counts: { ...this.lifecycleCounts },
+      });
+    }
+    return null;
   }
 
   recommendBatch(inputs: RecommendInput[]): Promise<RecommendOutput[]> {
@@ -154,6 +204,7 @@ export class GemsRecommender implements RecommenderModel {
     if (this.disposed) return;
     this.disposed = true;
     this.loaded.model.params.dispose();
+    (this.loaded.summarizer as { dispose?: () => void }).dispose?.();
   }
 }
 

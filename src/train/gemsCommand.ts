@@ -6,11 +6,11 @@ import { flagBool, flagList, flagNumber, flagString, UsageError } from '../cli/a
 import type { CommandContext } from '../cli/command.js';
 import type { GemsConfig } from '../config/config.js';
 import { generatedPaths } from '../data/generator/write.js';
-import { ChunkMeanSummarizer } from '../model/features.js';
 import { defaultGemsConfig, STREAMS, type FusionKind, type GemsModelConfig, type StreamName } from '../model/gems.js';
 import type { SemanticIds } from '../model/sid.js';
 import { DEFAULT_GEMS_TRAIN, trainGems, type GemsTrainConfig } from './gemsTrainer.js';
 import { loadHistories, loadSid, readTruth, testStartOf } from './gemsData.js';
+import { parseLifecycleSource, trainingLifecycle } from './lifecycleSource.js';
 
 /** Model presets sized for a 2-core CPU. Stream budgets default to config.streams unless the preset sets them. */
 export const GEMS_PRESETS: Record<string, Partial<GemsModelConfig>> = {
@@ -20,10 +20,35 @@ export const GEMS_PRESETS: Record<string, Partial<GemsModelConfig>> = {
   lifelong: { d: 64, heads: 2, recentLayers: 2, decoderLayers: 2 },
 };
 
-export function buildModelConfig(config: GemsConfig, sid: SemanticIds, summaryDim: number, args: CommandContext['args']): GemsModelConfig {
+/**
+ * `lifecycle`: the summary's shape; `fixedSlots` (memory source) = the compressor's M, which --slots may not change;
+ * `streamsFromConfig` (memory source): T_recent / T_mid come from config.streams, not the preset — stored memories
+ * cover the events older than config.streams.tMid, so the model's mid-term stream must end exactly there.
+ */
+export function buildModelConfig(
+  config: GemsConfig,
+  sid: SemanticIds,
+  summaryDim: number,
+  args: CommandContext['args'],
+  lifecycle: { fixedSlots?: number; streamsFromConfig?: boolean } = {},
+): GemsModelConfig {
   const preset = flagString(args, 'preset', 'default');
-  const p = GEMS_PRESETS[preset];
-  if (!p) throw new UsageError(`unknown --preset '${preset}' (have: ${Object.keys(GEMS_PRESETS).join(', ')})`);
+  const p0 = GEMS_PRESETS[preset];
+  if (!p0) throw new UsageError(`unknown --preset '${preset}' (have: ${Object.keys(GEMS_PRESETS).join(', ')})`);
+  const p: Partial<GemsModelConfig> = { ...p0 };
+  if (lifecycle.streamsFromConfig) {
+    delete p.tRecent;
+    delete p.tMid;
+    if (args.flags['t-mid'] !== undefined && flagNumber(args, 't-mid') !== config.streams.tMid) {
+      throw new UsageError(
+        `--t-mid ${flagNumber(args, 't-mid')} differs from streams.tMid ${config.streams.tMid}, the boundary the stored lifecycle memories are cut at: ` +
+          `set --set streams.tMid=${flagNumber(args, 't-mid')} (and recompress), or train with --lifecycle-source chunk-mean`,
+      );
+    }
+  }
+  if (lifecycle.fixedSlots !== undefined && args.flags['slots'] !== undefined && flagNumber(args, 'slots') !== lifecycle.fixedSlots) {
+    throw new UsageError(`--slots ${flagNumber(args, 'slots')}: the lifecycle memories have ${lifecycle.fixedSlots} slots (lifecycle.slots of the compressor); drop --slots or use --lifecycle-source chunk-mean`);
+  }
   const base = defaultGemsConfig(sid.itemIds.length, sid.sizes, { tRecent: config.streams.tRecent, tMid: config.streams.tMid, seed: config.seed, ...p });
   const streams = flagList(args, 'streams');
   const on: Record<StreamName, boolean> = { recent: true, mid: true, lifecycle: true };
@@ -43,7 +68,7 @@ export function buildModelConfig(config: GemsConfig, sid: SemanticIds, summaryDi
     fusion,
     streams: on,
     indexer: { ...base.indexer, topK: flagNumber(args, 'top-k', base.indexer.topK), klWeight: flagNumber(args, 'kl-weight', base.indexer.klWeight) },
-    lifecycle: { ...base.lifecycle, slots: flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
+    lifecycle: { ...base.lifecycle, slots: lifecycle.fixedSlots ?? flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
   };
 }
 
@@ -55,8 +80,10 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   const protocol = flagString(args, 'protocol', existsSync(truthPath) ? 'lifelong' : 'loo');
   const testStart = protocol === 'lifelong' ? testStartOf(histories, readTruth(truthPath)) : undefined;
   const slots = flagNumber(args, 'slots', defaultGemsConfig(1, [2]).lifecycle.slots);
-  const summarizer = new ChunkMeanSummarizer(sid, slots);
-  const mc = buildModelConfig(config, sid, summarizer.dim, args);
+  const source = parseLifecycleSource(args.flags['lifecycle-source'] !== undefined ? flagString(args, 'lifecycle-source') : undefined, config);
+  const life = trainingLifecycle(config, sid, source, slots, args.flags['compressor-version'] !== undefined ? flagString(args, 'compressor-version') : undefined);
+  const summarizer = life.summarizer;
+  const mc = buildModelConfig(config, sid, summarizer.dim, args, source === 'memory' ? { fixedSlots: summarizer.slots, streamsFromConfig: true } : {});
   const s1 = flagNumber(args, 'epochs', DEFAULT_GEMS_TRAIN.stages[0].maxEpochs);
   const patience = flagNumber(args, 'patience', DEFAULT_GEMS_TRAIN.stages[0].patience);
   const tc: GemsTrainConfig = {
@@ -73,11 +100,24 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
       { maxEpochs: flagNumber(args, 'epochs3', DEFAULT_GEMS_TRAIN.stages[2].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[2].patience },
     ],
   };
-  log.info('gems training', { users: histories.length, items: sid.itemIds.length, sizes: sid.sizes, protocol, fusion: mc.fusion, streams: mc.streams, tRecent: mc.tRecent, tMid: mc.tMid });
-  const res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart });
+  log.info('gems training', {
+    users: histories.length, items: sid.itemIds.length, sizes: sid.sizes, protocol, fusion: mc.fusion, streams: mc.streams, tRecent: mc.tRecent, tMid: mc.tMid,
+    lifecycleSource: source, compressorVersion: life.trainMeta['compressorVersion'] ?? null, lifecycleSlots: mc.lifecycle.slots, lifecycleDim: mc.lifecycle.inDim,
+  });
+  let res;
+  try {
+    res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart, trainMeta: life.trainMeta, arrays: life.arrays });
+  } finally {
+    life.dispose();
+  }
   mkdirSync(runDir, { recursive: true });
-  writeFileSync(join(runDir, 'train-summary.json'), JSON.stringify({ protocol, modelConfig: mc, train: tc, state: res.state }, null, 2));
-  out(JSON.stringify({ run: runDir, checkpoint: res.bestDir, epochs: res.state.totalEpochs, stage: res.state.stage, last: res.state.history[res.state.history.length - 1] }));
+  writeFileSync(join(runDir, 'train-summary.json'), JSON.stringify({ protocol, modelConfig: mc, train: tc, lifecycle: life.trainMeta, state: res.state }, null, 2));
+  out(
+    JSON.stringify({
+      run: runDir, checkpoint: res.bestDir, epochs: res.state.totalEpochs, stage: res.state.stage, last: res.state.history[res.state.history.length - 1],
+      lifecycleSource: source, compressorVersion: life.trainMeta['compressorVersion'] ?? null,
+    }),
+  );
   res.model.params.dispose();
   return 0;
 }

@@ -105,6 +105,11 @@ export interface GemsTrainInput {
   resume?: boolean;
   /** Extra arrays saved with the checkpoint (e.g. the summarizer's data). */
   arrays?: Record<string, Int32Array | Float32Array>;
+  /**
+   * Recorded in meta.train next to the training state (e.g. lifecycleSource + compressorVersion). A resume must
+   * bring the same values: weights trained on one lifecycle summary do not continue on another.
+   */
+  trainMeta?: Record<string, unknown>;
   /** Per user, the first test-target position (generated set: the first truth target); default: the last event. */
   testStart?: Int32Array;
   /** Called after every epoch (tests observe the KL curve). */
@@ -146,6 +151,11 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   if (input.resume && isCheckpoint(lastDir)) {
     const ck = readCheckpoint(lastDir);
     if (ck.meta.dataFingerprint !== dataFp) throw new Error(`${lastDir}: trained on data ${ck.meta.dataFingerprint}, current data is ${dataFp}`);
+    for (const [k, v] of Object.entries(input.trainMeta ?? {})) {
+      // Checkpoints from before lifecycle sources existed were trained on the chunk mean.
+      const had = k === 'lifecycleSource' ? (ck.meta.train[k] ?? 'chunk-mean') : ck.meta.train[k];
+      if (JSON.stringify(had) !== JSON.stringify(v)) throw new Error(`${lastDir}: trained with ${k} = ${JSON.stringify(had)}, this run has ${JSON.stringify(v)}: cannot resume`);
+    }
     restoreInto(ck, model.params, opt);
     state = ck.meta.train as unknown as TrainState;
     log.info('resumed', { from: lastDir, stage: state.stage, epoch: state.epochInStage, step: opt.step });
@@ -163,7 +173,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       modelConfig: mc,
       tokenizerVersion: String(sid.version),
       dataFingerprint: dataFp,
-      train: state as unknown as Record<string, unknown>,
+      train: { ...(state as unknown as Record<string, unknown>), ...(input.trainMeta ?? {}) },
       params: model.params,
       optimizer: withOpt ? opt : undefined,
       arrays,

@@ -1,5 +1,5 @@
 // `gems main` end to end on a tiny slice of the shipped ml-latest-small (first 30 users, tiny model, a few training
-// steps): real DuckDB history store, real tokenizer, training, QLA compression into lmdb, both gRPC services on
+// steps): real DuckDB history store, real tokenizer, QLA compressor + compression into lmdb, training on those memories, both gRPC services on
 // free loopback ports, GetRecommendations over a real gRPC client, graceful shutdown. A second run must reuse the
 // finished stages.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -84,6 +84,11 @@ describe('gems main (tiny)', () => {
     }
     // The longest of the 30 users has more than T_mid = 64 events: all three streams.
     expect(p.users[0]!.streams).toBe('recent, mid, lifecycle');
+    // The model was trained on the compressor's memories, so the service feeds it the stored memory.
+    expect(first.out.some((l) => l.includes('the model read the lifecycle stream from memory'))).toBe(true);
+    const meta = JSON.parse(readFileSync(join(root, 'data', 'checkpoints', 'gems', 'best', 'meta.json'), 'utf8'));
+    expect(meta.train.lifecycleSource).toBe('memory');
+    expect(meta.train.compressorVersion).toMatch(/^[0-9a-f]{16}$/);
     for (const s of ['ingest', 'tokenize', 'train', 'train-compressor', 'compress', 'eval', 'serve + ask', 'stop']) expect(p.stages.get(s), s).toBe('ran');
     expect(first.out.some((l) => /^gems gems \(filtered\)\s+10\s/.test(l))).toBe(true);
     expect(JSON.parse(readFileSync(join(root, 'data', 'main', 'state.json'), 'utf8')).stages.train.result.done).toBe(true);

@@ -15,6 +15,7 @@ import { loadSequences } from '../../eval/sequences.js';
 import { loadGems } from '../../model/recommend.js';
 import { fingerprint, readCheckpoint } from '../../train/checkpoint.js';
 import { loadHistories, readTruth } from '../../train/gemsData.js';
+import { checkpointLifecycleSummarizer } from '../../train/lifecycleSource.js';
 import { loadSasRec, sasrecScorer } from '../../train/sasrecTrainer.js';
 import type { History } from '../../data/events.js';
 
@@ -55,7 +56,9 @@ export const command: Command = {
         details[dir] = { seconds: res.seconds, dataFingerprint: meta.dataFingerprint, train: meta.train };
         model.params.dispose();
       } else if (meta.kind === 'gems') {
-        const loaded = loadGems(dir);
+        // Memory-trained checkpoints: memories computed from the events as of each target (never the stored ones,
+        // which have seen the targets), with the compressor the checkpoint carries.
+        const loaded = loadGems(dir, checkpointLifecycleSummarizer(dir));
         const hs = await getHistories();
         if (protocol === 'loo') {
           const res = evaluateGemsLeaveOneOut(loaded, hs, split, [10, 50, 200], { batchSize: flagNumber(args, 'batch', 8) });

@@ -76,8 +76,8 @@ const USAGE = `gems main [--fresh] [--dataset ml-latest-small|generated] [--ml-p
           [--users N --scale F …generator flags] [--t-recent N] [--t-mid N] [--train-minutes M] [--preset P]
           [--epochs N] [--epochs2 N] [--epochs3 N] [--batch N] [--compressor-steps N] [--eval-users N]
           [-k K | --k K] [--beam N] [--ask U,U,…] [--ask-count N]
-Runs the whole product on one data dir (default .data/): data → ingest → Semantic IDs (tokenize) → train a small
-GEMs model → train the lifecycle compressor → compress lifecycle memories → evaluate → start the lifecycle memory
+Runs the whole product on one data dir (default .data/): data → ingest → Semantic IDs (tokenize) → train the
+lifecycle compressor → compress lifecycle memories → train a small GEMs model on them → evaluate → start the lifecycle memory
 service and the recommender on free loopback ports → GetRecommendations over gRPC for a few users → print them with
 titles and the evaluation figures → graceful shutdown. \`npm start\` runs it.
 A second run reuses finished stages whose inputs are unchanged (state in <dataDir>/main/state.json); --fresh
@@ -376,7 +376,39 @@ export async function runMain(baseConfig: GemsConfig, o: MainOptions, log: Logge
     return { status: 'ran', detail: `tokenizer v${tokenizerVersion}, ${detail}` };
   });
 
-  // 4. GEMs training. Reused when its inputs are unchanged and it finished; resumed when it was interrupted.
+  // 4. The lifecycle compressor (QLA), trained on the lifecycle segments (first: the model trains on its memories).
+  let compressorVersion = '';
+  await stage('train-compressor', async () => {
+    const { latestCompressorVersion } = await import('../../lifecycle/compressor.js');
+    const flags = ['--steps', String(o.compressorSteps)];
+    const key = keyOf(dataKey, config.streams, config.lifecycle, config.seed, flags);
+    const prev = state.get('train-compressor', key);
+    if (prev && latestCompressorVersion(config) === prev.result['version']) {
+      compressorVersion = String(prev.result['version']);
+      return { status: 'reused', detail: `compressor ${compressorVersion}` };
+    }
+    const t = performance.now();
+    const lines = await runStageCommand('train-compressor', flags, config, log);
+    const res = lastJson(lines);
+    const e = res['eval'] as { compressor: { nll: number }; baseline: { nll: number } } | undefined;
+    compressorVersion = String(res['version']);
+    const detail = `compressor ${res['version']}${e ? `, held-out NLL ${round(e.compressor.nll, 3)} (mean-embedding baseline ${round(e.baseline.nll, 3)})` : ''}`;
+    state.set('train-compressor', { key, at: new Date().toISOString(), seconds: (performance.now() - t) / 1000, result: { version: res['version'], detail } });
+    return { status: 'ran', detail };
+  });
+
+  // 5. Compress: incremental by itself (unchanged users are skipped), so it always runs.
+  await stage('compress', async () => {
+    const s = lastJson(await runStageCommand('compress', [], config, log));
+    const changed = (s['usersFull'] ?? 0) + (s['usersIncremental'] ?? 0);
+    return {
+      status: changed === 0 ? 'reused' : 'ran',
+      detail: `${s['users']} users: ${s['usersFull']} full, ${s['usersIncremental']} incremental, ${s['usersUnchanged']} unchanged, ${s['failures']} failures`,
+    };
+  });
+
+  // 6. GEMs training on the lifecycle memories of that compressor. Reused when its inputs (the compressor version
+  // included) are unchanged and it finished; resumed when it was interrupted.
   const paths = resolvedPaths(config);
   const runDir = join(paths.checkpoints, 'gems');
   let checkpointStampValue = '';
@@ -385,7 +417,7 @@ export async function runMain(baseConfig: GemsConfig, o: MainOptions, log: Logge
       '--model', 'gems', '--run', 'gems', '--preset', o.preset, '--max-minutes', String(o.trainMinutes),
       '--epochs', String(o.epochs[0]), '--epochs2', String(o.epochs[1]), '--epochs3', String(o.epochs[2]),
       '--batch', String(o.batch), '--targets-per-user', String(o.targetsPerUser), '--valid-users', String(o.validUsers),
-      '--tokenizer-version', String(tokenizerVersion),
+      '--tokenizer-version', String(tokenizerVersion), '--lifecycle-source', 'memory', '--compressor-version', compressorVersion,
     ];
     const key = keyOf(dataKey, tokenizerVersion, config.streams, config.seed, flags);
     const summaryFile = join(runDir, 'train-summary.json');
@@ -406,32 +438,6 @@ export async function runMain(baseConfig: GemsConfig, o: MainOptions, log: Logge
     state.set('train', { key, at: new Date().toISOString(), seconds: (performance.now() - t) / 1000, result: { done: true, detail } });
     checkpointStampValue = existsSync(best) ? readFileSync(best, 'utf8') : '';
     return { status: 'ran', detail };
-  });
-
-  // 5. The lifecycle compressor (QLA), trained on the lifecycle segments.
-  await stage('train-compressor', async () => {
-    const { latestCompressorVersion } = await import('../../lifecycle/compressor.js');
-    const flags = ['--steps', String(o.compressorSteps)];
-    const key = keyOf(dataKey, config.streams, config.lifecycle, config.seed, flags);
-    const prev = state.get('train-compressor', key);
-    if (prev && latestCompressorVersion(config) === prev.result['version']) return { status: 'reused', detail: `compressor ${String(prev.result['version'])}` };
-    const t = performance.now();
-    const lines = await runStageCommand('train-compressor', flags, config, log);
-    const res = lastJson(lines);
-    const e = res['eval'] as { compressor: { nll: number }; baseline: { nll: number } } | undefined;
-    const detail = `compressor ${res['version']}${e ? `, held-out NLL ${round(e.compressor.nll, 3)} (mean-embedding baseline ${round(e.baseline.nll, 3)})` : ''}`;
-    state.set('train-compressor', { key, at: new Date().toISOString(), seconds: (performance.now() - t) / 1000, result: { version: res['version'], detail } });
-    return { status: 'ran', detail };
-  });
-
-  // 6. Compress: incremental by itself (unchanged users are skipped), so it always runs.
-  await stage('compress', async () => {
-    const s = lastJson(await runStageCommand('compress', [], config, log));
-    const changed = (s['usersFull'] ?? 0) + (s['usersIncremental'] ?? 0);
-    return {
-      status: changed === 0 ? 'reused' : 'ran',
-      detail: `${s['users']} users: ${s['usersFull']} full, ${s['usersIncremental']} incremental, ${s['usersUnchanged']} unchanged, ${s['failures']} failures`,
-    };
   });
 
   // 7. Evaluation of the served checkpoint (cached by the checkpoint's identity).
@@ -635,7 +641,7 @@ const pct = (x: number) => `${(Number(x) * 100).toFixed(1)}%`;
 const fmt = (x: number | undefined) => (x === undefined ? '' : Number.isInteger(x) ? String(x) : x.toFixed(4));
 
 export const command: Command = {
-  summary: 'run everything end to end on the embedded default: data → ingest → Semantic IDs → train → compress → serve → recommend',
+  summary: 'run everything end to end on the embedded default: data → ingest → Semantic IDs → train-compressor → compress → train → eval → serve → recommend',
   usage: USAGE,
   async run({ config, args, log, out }) {
     const o = mainOptionsFromArgs(args);

@@ -9,6 +9,7 @@ import { resolvedPaths } from '../../config/config.js';
 import { openHistoryStore } from '../../data/parquetHistoryStore.js';
 import { loadGems, recommend } from '../../model/recommend.js';
 import { readCheckpoint } from '../../train/checkpoint.js';
+import { checkpointLifecycleSummarizer } from '../../train/lifecycleSource.js';
 import { loadSasRec } from '../../train/sasrecTrainer.js';
 
 export const command: Command = {
@@ -34,7 +35,7 @@ export const command: Command = {
       let rows: { item: number; score: number; sid?: number[] }[];
       let mass: Record<string, number> = {};
       if (kind === 'gems') {
-        const loaded = loadGems(dir);
+        const loaded = loadGems(dir, checkpointLifecycleSummarizer(dir));
         const [r] = recommend(loaded, [history], k, { beam: flagNumber(args, 'beam', k), excludeSeen: flagBool(args, 'exclude-seen') });
         const W = loaded.model.W;
         rows = Array.from(r!.items, (item, i) => ({ item, score: r!.scores[i]!, sid: Array.from(r!.sids.subarray(i * W, i * W + W)) }));

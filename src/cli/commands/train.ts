@@ -15,7 +15,9 @@ export const command: Command = {
   summary: 'train a model (--model sasrec|gems), checkpoint every epoch, resume with --resume',
   usage: `gems train --model sasrec|gems [--run NAME] [--resume] [--epochs N] [--patience N] [--max-minutes M]
            [--batch N] [--lr X] [--sequences-csv FILE]   (sasrec: data from the history store unless --sequences-csv)
-  gems options: see \`gems train --model gems --help\` (preset, streams, fusion, stages)`,
+  gems options: see \`gems train --model gems --help\` (preset, streams, fusion, stages)
+  gems lifecycle stream: --lifecycle-source memory|chunk-mean (default: memory once \`gems train-compressor\` ran:
+           the compressor's memories as of each target, T_mid = streams.tMid) [--compressor-version V]`,
   async run({ config, args, out, log }) {
     const kind = flagString(args, 'model', 'gems');
     const run = flagString(args, 'run', kind);
