@@ -216,6 +216,10 @@ function serviceMetrics(metrics: ServiceMetrics | undefined) {
       () => new Counter({ name: 'gems_recommendations_total', help: 'Answers by strategy (gems, popular_in_interests, popular_overall)', labelNames: ['strategy'] as const, registers: [reg] }),
     ),
     reloads: get('gems_model_reloads_total', () => new Counter({ name: 'gems_model_reloads_total', help: 'Model hot-swaps by outcome', labelNames: ['outcome'] as const, registers: [reg] })),
+    lifecycleSource: get(
+      'gems_lifecycle_source_total',
+      () => new Counter({ name: 'gems_lifecycle_source_total', help: 'How served users got their lifecycle stream (memory, or computed from events and why)', labelNames: ['outcome'] as const, registers: [reg] }),
+    ),
     inflight: get('gems_recommender_inflight', () => new Gauge({ name: 'gems_recommender_inflight', help: 'Admitted GetRecommendations calls not yet answered', registers: [reg] })),
   };
 }
@@ -522,7 +526,12 @@ export function checkpointDirOf(config: GemsConfig): string {
  * The model for a configuration: GEMs (hybrid with the popularity fallback) when the checkpoint exists, else the
  * popularity model alone. Semantic IDs for cold-start answers come from the checkpoint, or the current tokenizer.
  */
-export async function buildModel(config: GemsConfig, history: HistoryStore, log: Logger = logger('serving.recommender')): Promise<RecommenderModel> {
+export async function buildModel(
+  config: GemsConfig,
+  history: HistoryStore,
+  log: Logger = logger('serving.recommender'),
+  metrics?: ServiceMetrics,
+): Promise<RecommenderModel> {
   const popularity = await popularityFromStore(history);
   const { checkpointStamp } = await import('./gemsRecommender.js');
   const dir = checkpointDirOf(config);
@@ -532,6 +541,13 @@ export async function buildModel(config: GemsConfig, history: HistoryStore, log:
     const { GemsRecommender, HybridRecommender } = await import('./gemsRecommender.js');
     const gems = GemsRecommender.load(dir);
     log.info('serving GEMs checkpoint', { dir, version: gems.version, lifecycle: gems.useMemories ? 'memory' : 'history', coldStartMinEvents: config.serving.coldStartMinEvents });
+    // The memories in the store are cut at streams.tMid: a model trained at another T_mid would read shifted streams.
+    const trainedTMid = gems.loaded.meta.train['lifecycleTMid'];
+    if (gems.useMemories && typeof trainedTMid === 'number' && trainedTMid !== config.streams.tMid) {
+      log.warn('model was trained on memories cut at another T_mid than this service uses', { modelTMid: trainedTMid, configTMid: config.streams.tMid });
+    }
+    const lifecycleSource = serviceMetrics(metrics)?.lifecycleSource;
+    if (lifecycleSource) gems.onLifecycle = (outcome) => lifecycleSource.inc({ outcome });
     return new HybridRecommender(gems, new PopularityModel(popularity, gems.sid), config.serving.coldStartMinEvents);
   }
   if (config.serving.checkpoint) throw new Error(`config serving.checkpoint: ${dir} has no checkpoint (meta.json missing)`);
@@ -578,7 +594,7 @@ export interface RecommenderServer {
 export async function startRecommenderServer(opts: StartRecommenderOptions): Promise<RecommenderServer> {
   const { config } = opts;
   const log = opts.log ?? logger('serving.recommender');
-  const loadModel = opts.loadModel ?? (() => buildModel(config, opts.history, log));
+  const loadModel = opts.loadModel ?? (() => buildModel(config, opts.history, log, opts.metrics));
   const model = opts.model ?? (await loadModel());
   const service = new RecommenderService({ ...opts, model, loadModel, log });
   let handle: GrpcServerHandle;
