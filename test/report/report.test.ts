@@ -151,12 +151,14 @@ describe('gems report --rerun planning', () => {
     writeFileSync(join(fx.dataDir, 'generated', 'truth.jsonl'), '');
     const inputs = collectInputs({ dataDirs: [fx.dataDir], benchDir: fx.benchDir });
     expect(inputs.checkpoints.map((c) => `${c.run}:${c.kind}:${c.lifelong}`)).toEqual(['gems:gems:true', 'new-run:gems:true', 'sasrec:sasrec:true']);
-    const all = planSteps({ dataDirs: [fx.dataDir], benches: ['kernels', 'serve-latency'], inputs, missingOnly: false });
-    // SASRec is scored with the loo protocol only, so it is not rerun on the generated set
+    const all = planSteps({ dataDirs: [fx.dataDir], benches: ['kernels', 'serve-latency', 'no-such-bench'], inputs, missingOnly: false });
+    // SASRec is scored with the loo protocol only, so it is not rerun on the generated set; a benchmark with no
+    // recorded result runs with its defaults; one that is not in bench/ is skipped.
     expect(all.map((s) => s.display)).toEqual([
       `GEMS_DATA_DIR=${fx.dataDir} npm run gems -- eval --run gems --protocol lifelong`,
       `GEMS_DATA_DIR=${fx.dataDir} npm run gems -- eval --run new-run --protocol lifelong`,
       'npm run bench -- kernels --steps-plain 2',
+      'npm run bench -- serve-latency',
     ]);
     const missing = planSteps({ dataDirs: [fx.dataDir], benches: ['kernels'], inputs, missingOnly: true });
     expect(missing.map((s) => s.display)).toEqual([`GEMS_DATA_DIR=${fx.dataDir} npm run gems -- eval --run new-run --protocol lifelong`]);
