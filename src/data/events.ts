@@ -95,6 +95,18 @@ export function concatHistories(userId: number, parts: History[]): History {
   return out;
 }
 
+/** Several users' histories as one EventColumns batch (e.g. for HistoryStore.append). */
+export function historiesToBatch(histories: History[], source: string): EventColumns {
+  const all = concatHistories(0, histories);
+  const userId = new Int32Array(all.length);
+  let at = 0;
+  for (const h of histories) {
+    userId.fill(h.userId, at, at + h.length);
+    at += h.length;
+  }
+  return { ...all, userId, source };
+}
+
 /** Rows [start, end) of a history, as a new history (views, no copies, except rebased tag offsets). */
 export function sliceHistory(h: History, start: number, end: number): History {
   start = Math.max(0, Math.min(start, h.length));

@@ -1,5 +1,5 @@
 // Synthetic lifecycle histories for the compressor tests (columnar, seeded).
-import type { History } from '../../src/data/events.js';
+import { historiesToBatch, type History } from '../../src/data/events.js';
 import { Rng } from '../../src/util/random.js';
 
 /** A chronological history of n events over `items` items (ids 1000..), with authors, tags, times and labels. */
@@ -50,38 +50,4 @@ export function relDiff(a: Float32Array, b: Float32Array, floor = 1e-3): { normR
 }
 
 /** Concatenates histories into one EventColumns batch for HistoryStore.append. */
-export function toColumns(histories: History[], source = 'test'): import('../../src/data/events.js').EventColumns {
-  const n = histories.reduce((a, h) => a + h.length, 0);
-  const tagsTotal = histories.reduce((a, h) => a + h.tagIds.length, 0);
-  const out = {
-    length: n,
-    userId: new Int32Array(n),
-    itemId: new Int32Array(n),
-    ts: new Float64Array(n),
-    seq: new Int32Array(n),
-    authorId: new Int32Array(n),
-    tagOffsets: new Int32Array(n + 1),
-    tagIds: new Int32Array(tagsTotal),
-    playMs: new Float32Array(n),
-    durationMs: new Float32Array(n),
-    labels: new Uint8Array(n),
-    source,
-  };
-  let r = 0;
-  let t = 0;
-  for (const h of histories) {
-    out.userId.fill(h.userId, r, r + h.length);
-    out.itemId.set(h.itemId, r);
-    out.ts.set(h.ts, r);
-    out.seq.set(h.seq, r);
-    out.authorId.set(h.authorId, r);
-    out.playMs.set(h.playMs, r);
-    out.durationMs.set(h.durationMs, r);
-    out.labels.set(h.labels, r);
-    out.tagIds.set(h.tagIds, t);
-    for (let i = 0; i < h.length; i++) out.tagOffsets[r + i + 1] = t + h.tagOffsets[i + 1]!;
-    r += h.length;
-    t += h.tagIds.length;
-  }
-  return out;
-}
+export const toColumns = (histories: History[], source = 'test') => historiesToBatch(histories, source);

@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/compute/backend.js';
 import { loadConfig, type GemsConfig } from '../../src/config/config.js';
-import { sliceHistory, type EventColumns, type History, type Item } from '../../src/data/events.js';
+import { historiesToBatch, sliceHistory, type EventColumns, type History, type Item } from '../../src/data/events.js';
 import { openHistoryStore, type ParquetHistoryStore } from '../../src/data/parquetHistoryStore.js';
 import type { LifecycleMemory, MemoryStore } from '../../src/lifecycle/memory.js';
 import { openMemoryStore } from '../../src/lifecycle/openMemoryStore.js';
@@ -63,41 +63,7 @@ const histories = ringHistories(12, 24); // users 1000..1011, items 10..33, tags
 const SHORT_USER = 2000; // two events: below coldStartMinEvents
 const UNKNOWN_USER = 3000;
 
-function columnsOf(hs: History[]): EventColumns {
-  const n = hs.reduce((s, h) => s + h.length, 0);
-  const tags = hs.reduce((s, h) => s + h.tagIds.length, 0);
-  const b: EventColumns = {
-    length: n,
-    userId: new Int32Array(n),
-    itemId: new Int32Array(n),
-    ts: new Float64Array(n),
-    seq: new Int32Array(n),
-    authorId: new Int32Array(n),
-    tagOffsets: new Int32Array(n + 1),
-    tagIds: new Int32Array(tags),
-    playMs: new Float32Array(n),
-    durationMs: new Float32Array(n),
-    labels: new Uint8Array(n),
-    source: 'test',
-  };
-  let r = 0;
-  let t = 0;
-  for (const h of hs) {
-    b.userId.fill(h.userId, r, r + h.length);
-    b.itemId.set(h.itemId, r);
-    b.ts.set(h.ts, r);
-    b.seq.set(h.seq, r);
-    b.authorId.set(h.authorId, r);
-    b.playMs.set(h.playMs, r);
-    b.durationMs.set(h.durationMs, r);
-    b.labels.set(h.labels, r);
-    b.tagIds.set(h.tagIds, t);
-    for (let i = 1; i <= h.length; i++) b.tagOffsets[r + i] = t + h.tagOffsets[i]!;
-    r += h.length;
-    t += h.tagIds.length;
-  }
-  return b;
-}
+const columnsOf = (hs: History[]): EventColumns => historiesToBatch(hs, 'test');
 
 function memoryOf(userId: number, slots: number, dim: number): LifecycleMemory {
   const rng = new Rng(userId);

@@ -25,7 +25,7 @@
 //   stream), otherwise from the current session's focus; the target item is one the user has not seen.
 import { Rng } from '../../util/random.js';
 import type { EventColumns, History } from '../events.js';
-import { concatHistories, LABEL } from '../events.js';
+import { historiesToBatch, LABEL } from '../events.js';
 import { buildCatalogue, searchCdf, type Catalogue, type CatalogueOptions } from './catalogue.js';
 
 export interface LifelongOptions extends CatalogueOptions {
@@ -544,18 +544,6 @@ export interface GeneratedBatch {
 }
 
 export const GENERATOR_SOURCE = 'generator';
-
-/** Concatenates user histories into one EventColumns batch. */
-export function historiesToBatch(histories: History[], source: string): EventColumns {
-  const all = concatHistories(0, histories);
-  const userId = new Int32Array(all.length);
-  let at = 0;
-  for (const h of histories) {
-    userId.fill(h.userId, at, at + h.length);
-    at += h.length;
-  }
-  return { ...all, userId, source };
-}
 
 export function summariseUser(g: GeneratedUser): UserSummary {
   const events = new Int32Array(g.interests.length);
