@@ -51,24 +51,12 @@ export const jobDir = (config: GemsConfig): string => join(resolvedPaths(config)
 // ---------------------------------------------------------------------------------------------------------------
 // compression_runs / compression_failures
 
-export interface RunSummary {
+export interface RunSummary extends Counts {
   runId: string;
   status: 'completed' | 'interrupted';
   shard: Shard;
   compressorVersion: string;
   full: boolean;
-  users: number;
-  usersFull: number;
-  usersIncremental: number;
-  usersUnchanged: number;
-  /**
-   * Users considered whose lifecycle segment is empty (≤ streams.tMid events): no memory is written for them. In the
-   * summary and the log only (a compression_runs column would need a migration that read-only opens of existing
-   * databases refuse until migrated).
-   */
-  usersSkipped: number;
-  failures: number;
-  events: number;
   seconds: number;
   eventsPerSecond: number;
   resumes: number;
@@ -150,6 +138,11 @@ export class RunRecorder {
 // ---------------------------------------------------------------------------------------------------------------
 // Checkpoint file
 
+/**
+ * Users and events of a run. `usersSkipped`: users whose lifecycle segment is empty (≤ streams.tMid events), for
+ * whom no memory is written; in the summary and the log only (a compression_runs column would need a migration that
+ * read-only opens of existing databases refuse until migrated).
+ */
 interface Counts {
   users: number;
   usersFull: number;

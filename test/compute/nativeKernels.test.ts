@@ -11,6 +11,7 @@ import {
 import { softmaxCrossEntropy } from '../../src/compute/ops.js';
 import { createReferenceTransformer } from '../../src/compute/referenceTransformer.js';
 import { Rng } from '../../src/util/random.js';
+import { nativeItFor, randn, relErr } from './_helpers.js';
 
 let info: ComputeInfo;
 let addon: NativeAddon | null = null;
@@ -41,33 +42,7 @@ function both(fn: () => tf.Tensor | tf.Tensor[], reference = fn): { plain: Float
   return { plain, native };
 }
 
-function relErr(native: ArrayLike<number>, plain: ArrayLike<number>): number {
-  expect(native.length).toBe(plain.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < plain.length; i++) {
-    diff = Math.max(diff, Math.abs(native[i]! - plain[i]!));
-    scale = Math.max(scale, Math.abs(plain[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
-}
-
-function randn(rng: Rng, shape: number[]): tf.Tensor {
-  const size = shape.reduce((p, d) => p * d, 1);
-  const v = new Float32Array(size);
-  for (let i = 0; i < size; i++) v[i] = rng.normal();
-  return tf.tensor(v, shape);
-}
-
-const nativeIt = (name: string, fn: () => void | Promise<void>, timeout?: number) =>
-  it(name, async (ctx) => {
-    if (!addon) {
-      console.warn(`[skip] ${name}: native kernels not active (${info.nativeReason})`);
-      ctx.skip();
-      return;
-    }
-    await fn();
-  }, timeout);
+const nativeIt = nativeItFor(() => ({ on: addon !== null, reason: info?.nativeReason }));
 
 describe('native kernels vs plain wasm', () => {
   it('reports the compute path', () => {

@@ -9,6 +9,7 @@ import {
 } from '../../src/compute/nativeKernels.js';
 import { dropout, dropoutMask, layerNorm } from '../../src/compute/ops.js';
 import { Rng } from '../../src/util/random.js';
+import { nativeItFor, randn, relErr } from './_helpers.js';
 
 let info: ComputeInfo;
 let addon: NativeAddon | null = null;
@@ -35,33 +36,7 @@ function both(fn: () => tf.Tensor | tf.Tensor[]): { plain: Float32Array[]; nativ
   return { plain, native: run() };
 }
 
-function relErr(native: ArrayLike<number>, plain: ArrayLike<number>): number {
-  expect(native.length).toBe(plain.length);
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < plain.length; i++) {
-    diff = Math.max(diff, Math.abs(native[i]! - plain[i]!));
-    scale = Math.max(scale, Math.abs(plain[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
-}
-
-function randn(rng: Rng, shape: number[]): tf.Tensor {
-  const size = shape.reduce((p, d) => p * d, 1);
-  const v = new Float32Array(size);
-  for (let i = 0; i < size; i++) v[i] = rng.normal();
-  return tf.tensor(v, shape);
-}
-
-const nativeIt = (name: string, fn: () => void | Promise<void>, timeout?: number) =>
-  it(name, async (ctx) => {
-    if (!addon) {
-      console.warn(`[skip] ${name}: native kernels not active (${info.nativeReason})`);
-      ctx.skip();
-      return;
-    }
-    await fn();
-  }, timeout);
+const nativeIt = nativeItFor(() => ({ on: addon !== null, reason: info?.nativeReason }));
 
 const SHAPES_AND_AXES: Array<[number[], number | number[] | null]> = [
   [[12800 / 16, 50], 0], [[64, 20, 50], [0, 1]], [[64, 20, 50], 2], [[64, 20, 50], -1], [[7, 5, 3], 1], [[7, 5, 3], [1, 2]],
