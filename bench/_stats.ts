@@ -26,3 +26,18 @@ export function rssSampler(everyMs = 20): { stop(): number } {
 }
 
 export const round = (x: number, digits = 3): number => Number(x.toFixed(digits));
+
+/** `--name <positive number>` from a benchmark's arguments, or `fallback` when absent. */
+export function argNumber(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const v = Number(args[i + 1]);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number, got '${args[i + 1]}'`);
+  return v;
+}
+
+/** `--name <value>` from a benchmark's arguments, or `fallback` when absent. */
+export function argString(args: string[], name: string, fallback: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i < 0 ? fallback : (args[i + 1] ?? fallback);
+}

@@ -16,20 +16,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type { Bench } from './run.js';
-import { median, percentile, round } from './_stats.js';
+import { argNumber, median, percentile, round } from './_stats.js';
 import { clientOptions, loadProtos, serviceOf } from '../src/serving/grpc.js';
 import { LIFECYCLE_SERVICE, lifecyclePackageDefinition } from '../src/serving/lifecycleService.js';
 import { Rng } from '../src/util/random.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-function arg(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(args[i + 1]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number, got '${args[i + 1]}'`);
-  return v;
-}
 
 type Unary = (req: unknown, cb: (err: grpc.ServiceError | null, res: any) => void) => void;
 
@@ -71,10 +64,10 @@ async function drive(call: Unary, nextReq: () => unknown, concurrency: number, s
 export const bench: Bench = {
   summary: 'GetLifecycleMemory (64×64 float32, lmdb) vs a no-op gRPC method with the same bytes: p50/p99 µs, calls/s at 1 and 64 concurrent',
   async run(args) {
-    const seconds = arg(args, 'seconds', 1.5);
-    const rounds = arg(args, 'rounds', 5);
-    const users = arg(args, 'users', 1000);
-    const concurrency = arg(args, 'concurrency', 64);
+    const seconds = argNumber(args, 'seconds', 1.5);
+    const rounds = argNumber(args, 'rounds', 5);
+    const users = argNumber(args, 'users', 1000);
+    const concurrency = argNumber(args, 'concurrency', 64);
 
     const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', join(here, '_memoryRpcServer.ts'), String(users), '64', '64'], {
       stdio: ['pipe', 'pipe', 'inherit'],

@@ -17,7 +17,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Bench } from './run.js';
-import { percentile, round } from './_stats.js';
+import { argNumber, argString, percentile, round } from './_stats.js';
 import { loadConfig, resolvedPaths } from '../src/config/config.js';
 import type { EventColumns, History, Item } from '../src/data/events.js';
 import { openHistoryStore } from '../src/data/parquetHistoryStore.js';
@@ -28,17 +28,6 @@ import { Rng } from '../src/util/random.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const log = logger('bench.serve-load');
 
-function arg(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const v = Number(args[i + 1]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} must be a positive number, got '${args[i + 1]}'`);
-  return v;
-}
-function argStr(args: string[], name: string, fallback: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i < 0 ? fallback : (args[i + 1] ?? fallback);
-}
 
 const TAGS = 50;
 const AUTHORS = 200;
@@ -201,15 +190,15 @@ async function drive(client: RecommenderClient, users: number, k: number, concur
 export const bench: Bench = {
   summary: 'GetRecommendations with 64 concurrent clients: calls/s, p50/p99 ms, errors, server RSS growth, user batching on vs off',
   async run(args) {
-    const seconds = arg(args, 'seconds', 60);
-    const concurrency = arg(args, 'concurrency', 64);
-    const k = arg(args, 'k', 20);
-    const batch = arg(args, 'batch', 16);
-    const waitMs = arg(args, 'wait-ms', 5);
-    const model = argStr(args, 'model', 'gems');
+    const seconds = argNumber(args, 'seconds', 60);
+    const concurrency = argNumber(args, 'concurrency', 64);
+    const k = argNumber(args, 'k', 20);
+    const batch = argNumber(args, 'batch', 16);
+    const waitMs = argNumber(args, 'wait-ms', 5);
+    const model = argString(args, 'model', 'gems');
     if (model !== 'gems' && model !== 'popularity') throw new Error(`--model must be gems or popularity, got '${model}'`);
-    let users = arg(args, 'users', 1000);
-    const given = argStr(args, 'data-dir', '');
+    let users = argNumber(args, 'users', 1000);
+    const given = argString(args, 'data-dir', '');
     const dataDir = given || mkdtempSync(join(tmpdir(), 'gems-bench-serve-'));
     const streams = { tRecent: 64, tMid: 256 };
     const sets: Record<string, string> = {
@@ -222,8 +211,8 @@ export const bench: Bench = {
     };
     try {
       if (!given) {
-        const items = arg(args, 'items', 2000);
-        const events = arg(args, 'events', 300);
+        const items = argNumber(args, 'items', 2000);
+        const events = argNumber(args, 'events', 300);
         log.info('preparing data', { users, items, events, dataDir });
         const data = synthetic(users, items, events, 11);
         const store = await openHistoryStore(loadConfig({ flags: { dataDir, 'history.userBuckets': '16' }, env: {} }));
@@ -232,7 +221,7 @@ export const bench: Bench = {
         await store.close();
         if (model === 'gems') {
           const t0 = performance.now();
-          const dir = await trainSmallGems(dataDir, data.histories, items, arg(args, 'train-minutes', 1.5), streams.tRecent, streams.tMid);
+          const dir = await trainSmallGems(dataDir, data.histories, items, argNumber(args, 'train-minutes', 1.5), streams.tRecent, streams.tMid);
           log.info('trained a small GEMs model', { dir, seconds: round((performance.now() - t0) / 1000, 1) });
         }
       } else {
