@@ -1,6 +1,8 @@
-// Training throughput of the GEMs model (and the SASRec baseline) on synthetic histories: samples/s and ms per
-// optimisation step (p50) for the `default` and `ml-1m` presets, in stage 1 (full attention) and stage 3 (indexer
-// KL + top-k selection). Args: [steps=8] [users=256] [length=600].
+// Training throughput of the GEMs model (and the SASRec baseline) on synthetic histories: training targets/s and ms
+// per optimisation step (p50) for the `default` and `ml-1m` presets, in stage 1 (full attention) and stage 3 (indexer
+// KL + top-k selection), per-target (one target per sample, batch 32) and dense (one encoded window of T_recent
+// events serves a target at every position, batch 32 windows) in the same run; `dense_speedup` = dense targets/s ÷
+// per-target targets/s. Args: [steps=8] [users=256] [length=600].
 import type { Bench } from './run.js';
 import { median, round } from './_stats.js';
 import { initCompute, tf } from '../src/compute/backend.js';
@@ -12,7 +14,7 @@ import { SasRec, SASREC_ML1M } from '../src/model/sasrec.js';
 import { GEMS_PRESETS } from '../src/train/gemsCommand.js';
 import { stageOptions } from '../src/train/gemsTrainer.js';
 import { Adam, DEFAULT_ADAM } from '../src/train/optim.js';
-import { batchFromSamples, makeSampleContext, trainingSamples } from '../src/train/samples.js';
+import { batchFromSamples, denseBatchFromWindows, makeSampleContext, trainingSamples, trainingWindows } from '../src/train/samples.js';
 import { Rng } from '../src/util/random.js';
 
 function syntheticHistories(users: number, length: number, items: number, seed: number): History[] {
@@ -50,32 +52,55 @@ export const bench: Bench = {
     const out: Record<string, unknown> = { backend: info.path, steps, users, history_length: length };
     for (const preset of ['default', 'ml-1m']) {
       for (const stage of [1, 3] as const) {
-        const summarizer = new ChunkMeanSummarizer(sid, 32);
-        const cfg = defaultGemsConfig(items, sid.sizes, { ...GEMS_PRESETS[preset], lifecycle: { slots: 32, inDim: summarizer.dim, layers: 1 } });
-        const model = new GemsModel(cfg);
-        const ctx = makeSampleContext(cfg, sid, summarizer);
-        const opt = new Adam(model.params, DEFAULT_ADAM);
-        const samples = trainingSamples(histories, sid, { perUser: 4, heldOut: 2, minInput: 1, seed: 1 });
-        const B = 32;
-        const times: number[] = [];
-        const prep: number[] = [];
-        for (let s = 0; s <= steps; s++) {
-          const part = samples.slice(s * B, (s + 1) * B);
-          const t0 = performance.now();
-          const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
-          const t1 = performance.now();
-          opt.minimize(() => model.loss(batch, targetCodes, stageOptions(model, stage, true)).total);
-          if (s > 0) {
-            // step 0 warms up kernels
-            times.push(performance.now() - t0);
-            prep.push(t1 - t0);
+        for (const mode of ['per_target', 'dense'] as const) {
+          const summarizer = new ChunkMeanSummarizer(sid, 32);
+          const cfg = defaultGemsConfig(items, sid.sizes, { ...GEMS_PRESETS[preset], lifecycle: { slots: 32, inDim: summarizer.dim, layers: 1 } });
+          const model = new GemsModel(cfg);
+          const ctx = makeSampleContext(cfg, sid, summarizer);
+          const opt = new Adam(model.params, DEFAULT_ADAM);
+          const samples =
+            mode === 'dense'
+              ? trainingWindows(histories, { perUser: 4, tRecent: cfg.tRecent, heldOut: 2, seed: 1 })
+              : trainingSamples(histories, sid, { perUser: 4, heldOut: 2, minInput: 1, seed: 1 });
+          const B = 32;
+          const times: number[] = [];
+          const prep: number[] = [];
+          const targets: number[] = [];
+          for (let s = 0; s <= steps; s++) {
+            const part = samples.slice(s * B, (s + 1) * B);
+            const t0 = performance.now();
+            let loss: () => tf.Scalar;
+            let n = part.length;
+            if (mode === 'dense') {
+              const d = denseBatchFromWindows(ctx, histories, part);
+              n = d.targets;
+              loss = () => model.denseLoss(d.batch, d.targetCodes, d.targetMask, stageOptions(model, stage, true)).total;
+            } else {
+              const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
+              loss = () => model.loss(batch, targetCodes, stageOptions(model, stage, true)).total;
+            }
+            const t1 = performance.now();
+            opt.minimize(loss);
+            if (s > 0) {
+              // step 0 warms up kernels
+              times.push(performance.now() - t0);
+              prep.push(t1 - t0);
+              targets.push(n);
+            }
           }
+          const p50 = median(times);
+          const perStep = median(targets);
+          const row = { samples_per_s: round((perStep * 1000) / p50, 1), step_ms_p50: round(p50, 1), batch_build_ms_p50: round(median(prep), 1), batch: B, targets_per_step: perStep, params: model.params.count(), t_recent: cfg.tRecent, t_mid: cfg.tMid };
+          const key = `gems_${preset}_stage${stage}${mode === 'dense' ? '_dense' : ''}`;
+          out[key] = row;
+          if (mode === 'dense') {
+            const base = out[`gems_${preset}_stage${stage}`] as typeof row;
+            out[`${key}_speedup`] = round(row.samples_per_s / base.samples_per_s, 2);
+          }
+          console.log(`gems ${preset} stage ${stage} ${mode}: ${row.samples_per_s} targets/s, ${row.step_ms_p50} ms/step`);
+          model.params.dispose();
+          opt.dispose();
         }
-        const p50 = median(times);
-        out[`gems_${preset}_stage${stage}`] = { samples_per_s: round((B * 1000) / p50, 1), step_ms_p50: round(p50, 1), batch_build_ms_p50: round(median(prep), 1), batch: B, params: model.params.count(), t_recent: cfg.tRecent, t_mid: cfg.tMid };
-        console.log(`gems ${preset} stage ${stage}: ${round((B * 1000) / p50, 1)} samples/s, ${round(p50, 1)} ms/step`);
-        model.params.dispose();
-        opt.dispose();
       }
     }
     // SASRec (ML-1M configuration): a sample = one user window, every position a target.

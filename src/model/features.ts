@@ -11,6 +11,13 @@ export interface FeatureConfig {
   tagBuckets: number;
   /** Tags pooled per event (more are dropped). */
   maxTags: number;
+  /**
+   * What an event's time-gap bucket measures: 'ref' (default, older checkpoints) = time from the event to the
+   * stream's reference time (the newest input event); 'prev' = time since the previous event of the same stream
+   * slice (unknown for its first event). 'prev' does not depend on which target a stream serves, so one encoded
+   * window can serve every target in it (dense training, src/train/samples.ts).
+   */
+  gapFrom?: 'ref' | 'prev';
 }
 
 export const GAP_BUCKETS = 34; // 0 pad, 1 unknown, 2..33 = 2 + floor(log2(1 + minutes))
@@ -70,6 +77,7 @@ export function buildStreamBatch(hs: History[], T: number, vocab: ItemVocab, fc:
     labels: new Float32Array(n * LABEL_BITS),
     valid: new Uint8Array(n),
   };
+  const prevGap = fc.gapFrom === 'prev';
   hs.forEach((h, b) => {
     const len = Math.min(T, h.length);
     const start = h.length - len;
@@ -83,8 +91,9 @@ export function buildStreamBatch(hs: History[], T: number, vocab: ItemVocab, fc:
       const t1 = Math.min(h.tagOffsets[e + 1]!, t0 + fc.maxTags);
       for (let t = t0; t < t1; t++) sb.tags[r * fc.maxTags + (t - t0)] = 1 + (hash32(h.tagIds[t]! ^ 0x5bd1e995) % (fc.tagBuckets - 1));
       const ts = h.ts[e]!;
-      const ref = refTs[b]!;
-      sb.gap[r] = Number.isFinite(ts) && Number.isFinite(ref) ? 2 + Math.min(GAP_BUCKETS - 3, Math.floor(Math.log2(1 + Math.max(0, ref - ts) / 60000))) : 1;
+      const ref = prevGap ? (e > 0 ? h.ts[e - 1]! : NaN) : refTs[b]!;
+      const dt = prevGap ? ts - ref : ref - ts;
+      sb.gap[r] = Number.isFinite(ts) && Number.isFinite(ref) ? 2 + Math.min(GAP_BUCKETS - 3, Math.floor(Math.log2(1 + Math.max(0, dt) / 60000))) : 1;
       sb.hour[r] = Number.isFinite(ts) ? 2 + (Math.floor(ts / 3_600_000) % 24) : 1;
       sb.play[r] = logBucket(h.playMs[e]! / 1000);
       sb.dur[r] = logBucket(h.durationMs[e]! / 1000);

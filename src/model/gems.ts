@@ -40,6 +40,11 @@ export interface GemsModelConfig {
   tRecent: number;
   tMid: number;
   recentLayers: number;
+  /**
+   * Causal self-attention in the recent encoder (each event sees only older ones). Needed for dense training (one
+   * encoded window serves a target at every position); absent in older checkpoints = bidirectional.
+   */
+  recentCausal?: boolean;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
   lifecycle: { slots: number; inDim: number; layers: number };
@@ -57,10 +62,11 @@ export function defaultGemsConfig(numItems: number, sizes: number[], over: Parti
     ffMult: 2,
     dropout: 0.1,
     seed: 42,
-    features: { authorBuckets: 1024, tagBuckets: 512, maxTags: 4, itemDim: 48, authorDim: 8, tagDim: 8, timeDim: 4 },
+    features: { authorBuckets: 1024, tagBuckets: 512, maxTags: 4, itemDim: 48, authorDim: 8, tagDim: 8, timeDim: 4, gapFrom: 'prev' },
     tRecent: 64,
     tMid: 512,
     recentLayers: 2,
+    recentCausal: true,
     decoderLayers: 2,
     indexer: { heads: 2, dim: 16, topK: 64, klWeight: 1 },
     lifecycle: { slots: 32, inDim: 32, layers: 1 },
@@ -130,6 +136,16 @@ interface ProjectedMemory {
   Vh: T;
   /** [U, Lk, indexer dim] (mid-term stream with an indexer). */
   ki?: T;
+}
+
+/**
+ * Dense training (GemsModel.denseLoss): the decoder runs `perUser` target rows per encoded user and each user's rows
+ * are folded into the query axis of its cross-attentions; `bias` holds the per-row key masks [U, 1, perUser·len, Lk]
+ * of the memories that contain the recent window (a row sees only the window events up to its own).
+ */
+export interface DenseTargets {
+  perUser: number;
+  bias: Partial<Record<'recent' | 'all', T>>;
 }
 
 export interface DecodeResult {
@@ -393,10 +409,11 @@ export class GemsModel {
       return { B, mem };
     }
     if (c.streams.recent) {
-      const bias = maskFromValid(batch.recent.valid, B, c.tRecent);
+      const keyBias = maskFromValid(batch.recent.valid, B, c.tRecent);
+      const bias = c.recentCausal ? keyBias.add(this.causalMask(c.tRecent)) : keyBias;
       let x = this.drop(this.behavior(batch.recent, training).add(this.positions('recent.pos', c.tRecent)), training);
       for (let l = 0; l < c.recentLayers; l++) x = this.selfBlock(`recent${l}`, x, bias, training);
-      mem.recent = { keys: this.norm('recent.out', x), bias, valid: batch.recent.valid };
+      mem.recent = { keys: this.norm('recent.out', x), bias: keyBias, valid: batch.recent.valid };
     }
     if (c.streams.mid) {
       const x = this.behavior(batch.mid, training).add(this.positions('mid.pos', this.midLen));
@@ -481,13 +498,20 @@ export class GemsModel {
   }
 
   /** Runs the decoder over prefixes [BOS, codes…] of length `len` (1..W). */
-  decode(enc: EncodedStreams, codes: Int32Array, len: number, opts: ForwardOptions): DecodeResult {
+  decode(enc: EncodedStreams, codes: Int32Array, len: number, opts: ForwardOptions, dense?: DenseTargets): DecodeResult {
     const c = this.cfg;
     const R = opts.rowsPerUser ?? 1;
-    const inference = !opts.training && !opts.indexerLoss;
+    // Dense targets always take the training formulation (masked attention), also without dropout.
+    const inference = !opts.training && !opts.indexerLoss && !dense;
     if (R !== 1 && (!inference || opts.topKMode === 'mask')) throw new Error('GEMs decode: rowsPerUser > 1 is for inference without topKMode mask only');
     const U = enc.B;
-    const B = U * R;
+    const P = dense?.perUser ?? 1;
+    const B = U * R * P;
+    // Dense: cross-attention queries per user = its P target rows × len positions (keys are never copied per row).
+    const Bq = dense ? U : B;
+    const Lq = P * len;
+    const fold = (q: T) => (dense ? q.reshape([U, Lq, c.d]) : q);
+    const unfold = (o: T) => (dense ? o.reshape([B, len, c.d]) : o);
     let h = this.drop(this.decoderInput(codes, B, len), opts.training);
     const kls: T[] = [];
     const names = this.enabledStreams;
@@ -512,13 +536,17 @@ export class GemsModel {
             else outs.push(foldedAttention(q, kv, p, c.heads, m.bias, U, R));
           } else if (name === 'mid' && this.hasIndexer && (opts.indexerLoss || opts.topK > 0)) {
             const Lk = this.midLen;
-            const scores = this.indexerScores(l, q, m.keys).add(m.bias.reshape([B, 1, Lk]));
+            const qf = fold(q);
+            const scores = this.indexerScores(l, qf, m.keys).add(m.bias.reshape([Bq, 1, Lk]));
             let bias = m.bias;
-            if (opts.topK > 0 && opts.topK < Lk) bias = GemsModel.topKBias(scores.dataSync() as Float32Array, m.valid, B, len, Lk, opts.topK);
-            const { out, probs } = attention(q, m.keys, this.attn(`${pre}.x_${name}`), c.heads, bias, true);
-            if (opts.indexerLoss) kls.push(indexerKl(probs!, scores.add(bias.reshape([B, bias.shape[2]!, Lk])), m.valid, B, len, Lk));
-            outs.push(out);
-          } else outs.push(attention(q, m.keys, this.attn(`${pre}.x_${name}`), c.heads, m.bias).out);
+            if (opts.topK > 0 && opts.topK < Lk) bias = GemsModel.topKBias(scores.dataSync() as Float32Array, m.valid, Bq, Lq, Lk, opts.topK);
+            const { out, probs } = attention(qf, m.keys, this.attn(`${pre}.x_${name}`), c.heads, bias, true);
+            if (opts.indexerLoss) kls.push(indexerKl(probs!, scores.add(bias.reshape([Bq, bias.shape[2]!, Lk])), m.valid, Bq, Lq, Lk));
+            outs.push(unfold(out));
+          } else {
+            const bias = (name === 'recent' && dense?.bias.recent) || m.bias;
+            outs.push(unfold(attention(fold(q), m.keys, this.attn(`${pre}.x_${name}`), c.heads, bias).out));
+          }
         }
         if (massAcc) accumulateMass(massAcc, outs, names.map((s) => enc.mem[s]!.valid), U, R);
         h = h.add(this.drop(this.fuse(pre, h, outs), opts.training));
@@ -527,7 +555,7 @@ export class GemsModel {
         const q = this.norm(`${pre}.norm_all`, h);
         const out = inference
           ? foldedAttention(q, this.projected(enc, l, 'all'), this.attn(`${pre}.x_all`), c.heads, m.bias, U, R)
-          : attention(q, m.keys, this.attn(`${pre}.x_all`), c.heads, m.bias).out;
+          : unfold(attention(fold(q), m.keys, this.attn(`${pre}.x_all`), c.heads, dense?.bias.all ?? m.bias).out);
         if (massAcc) fillUsedShares(massAcc, names.map((s) => streamValid(enc, s, U)), U, R);
         h = h.add(this.drop(out, opts.training));
       }
@@ -663,14 +691,82 @@ export class GemsModel {
     const prefix = new Int32Array(B * (W - 1));
     for (let b = 0; b < B; b++) for (let l = 0; l < W - 1; l++) prefix[b * (W - 1) + l] = targetCodes[b * W + l]!;
     const dec = this.decode(enc, prefix, W, opts);
+    return this.combine(this.levelNll(dec.hidden, targetCodes), dec.kl, opts);
+  }
+
+  /**
+   * Dense training loss: `batch.recent` holds each user's window of up to T_recent events (left-padded like every
+   * stream) and the target of window row i is the event right after it — targetCodes (B·T_recent) × W, targetMask
+   * B·T_recent. The recent encoder is causal and row i's decoder cross-attends only to window rows ≤ i, while the
+   * mid-term and lifecycle streams end before the window starts; so row i sees exactly the events before its target,
+   * and one encoding of the window serves T_recent targets (SASRec-style) instead of one.
+   */
+  denseLoss(batch: GemsBatch, targetCodes: Int32Array, targetMask: Uint8Array, opts: ForwardOptions): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar; targets: number } {
+    const c = this.cfg;
+    if (!GemsModel.denseTrainable(c)) throw new Error(`GEMs dense loss needs recentCausal, features.gapFrom 'prev' and a fusion other than 'shared' (got ${c.recentCausal}, ${c.features.gapFrom}, ${c.fusion})`);
+    const W = this.W;
+    const U = batch.B;
+    const P = c.tRecent;
+    if (targetMask.length !== U * P || targetCodes.length !== U * P * W) throw new Error(`GEMs dense loss: ${targetMask.length} target rows / ${targetCodes.length} codes for ${U} windows of ${P}`);
+    const enc = this.encode(batch, opts.training);
+    const prefix = new Int32Array(U * P * (W - 1));
+    for (let r = 0; r < U * P; r++) for (let l = 0; l < W - 1; l++) prefix[r * (W - 1) + l] = targetCodes[r * W + l]!;
+    const dec = this.decode(enc, prefix, W, opts, { perUser: P, bias: this.denseBiases(enc, P, W) });
+    const rows: number[] = [];
+    targetMask.forEach((m, r) => m && rows.push(r));
+    if (rows.length === 0) throw new Error('GEMs dense loss: no valid target in the batch');
+    const hidden = gatherRows(dec.hidden.reshape([U * P, W * c.d]), Int32Array.from(rows)).reshape([rows.length, W, c.d]);
+    const codes = new Int32Array(rows.length * W);
+    rows.forEach((r, i) => codes.set(targetCodes.subarray(r * W, r * W + W), i * W));
+    return { ...this.combine(this.levelNll(hidden, codes), dec.kl, opts), targets: rows.length };
+  }
+
+  /**
+   * Whether one encoded window can serve all its targets: the recent encoder must be causal, the time features must
+   * not depend on the target (gap since the previous event), and no encoder may mix the window with other streams
+   * bidirectionally ('shared' fusion does).
+   */
+  static denseTrainable(c: GemsModelConfig): boolean {
+    return c.recentCausal === true && c.features.gapFrom === 'prev' && c.fusion !== 'shared';
+  }
+
+  /** Per-row key masks of the memories holding the recent window: row i of a user sees valid window keys ≤ i. */
+  private denseBiases(enc: EncodedStreams, P: number, len: number): DenseTargets['bias'] {
+    const U = enc.B;
+    const build = (valid: Uint8Array, windowKeys: number): T => {
+      const Lk = valid.length / U;
+      const m = new Float32Array(U * P * len * Lk).fill(-1e9);
+      for (let u = 0; u < U; u++) {
+        for (let i = 0; i < P; i++) {
+          const base = (u * P + i) * len * Lk;
+          for (let j = 0; j < Lk; j++) if (valid[u * Lk + j] && (j >= windowKeys || j <= i)) m[base + j] = 0;
+          for (let w = 1; w < len; w++) m.copyWithin(base + w * Lk, base, base + Lk);
+        }
+      }
+      return tf.tensor4d(m, [U, 1, P * len, Lk]);
+    };
+    const out: DenseTargets['bias'] = {};
+    if (enc.mem.recent) out.recent = build(enc.mem.recent.valid, P);
+    // concat fusion: the recent stream's keys come first in the single memory (enabledStreams order).
+    if (enc.mem.all) out.all = build(enc.mem.all.valid, this.cfg.streams.recent ? P : 0);
+    return out;
+  }
+
+  /** Σ over levels of the mean NLL of `codes` (n × W) given decoder hidden states [n, W, d]. */
+  private levelNll(hidden: T, codes: Int32Array): tf.Scalar {
+    const W = this.W;
+    const n = codes.length / W;
     const nlls: T[] = [];
     for (let l = 0; l < W; l++) {
-      const hl = dec.hidden.slice([0, l, 0], [B, 1, this.cfg.d]).reshape([B, this.cfg.d]);
-      const labels = tf.tensor1d(Int32Array.from({ length: B }, (_, b) => targetCodes[b * W + l]!), 'int32');
+      const hl = hidden.slice([0, l, 0], [n, 1, this.cfg.d]).reshape([n, this.cfg.d]);
+      const labels = tf.tensor1d(Int32Array.from({ length: n }, (_, b) => codes[b * W + l]!), 'int32');
       nlls.push(softmaxCrossEntropy(this.levelLogits(hl, l) as tf.Tensor2D, labels).mean());
     }
-    const nll = tf.addN(nlls) as tf.Scalar;
-    const kl = (dec.kl ?? tf.scalar(0)) as tf.Scalar;
+    return tf.addN(nlls) as tf.Scalar;
+  }
+
+  private combine(nll: tf.Scalar, klT: T | undefined, opts: ForwardOptions): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar } {
+    const kl = (klT ?? tf.scalar(0)) as tf.Scalar;
     const total = (opts.indexerLoss ? nll.add(kl.mul(this.cfg.indexer.klWeight)) : nll) as tf.Scalar;
     return { total, nll, kl };
   }

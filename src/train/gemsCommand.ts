@@ -90,6 +90,9 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
     ...DEFAULT_GEMS_TRAIN,
     batchSize: flagNumber(args, 'batch', DEFAULT_GEMS_TRAIN.batchSize),
     targetsPerUser: flagNumber(args, 'targets-per-user', DEFAULT_GEMS_TRAIN.targetsPerUser),
+    // --per-target trains one target per sample (the pre-dense path, kept for comparison).
+    dense: !flagBool(args, 'per-target'),
+    windowsPerUser: flagNumber(args, 'windows-per-user', DEFAULT_GEMS_TRAIN.windowsPerUser),
     maxMinutes: flagNumber(args, 'max-minutes', 0),
     validUsers: flagNumber(args, 'valid-users', 1000),
     seed: config.seed,

@@ -16,7 +16,7 @@ import { logger, progress } from '../util/log.js';
 import { Rng } from '../util/random.js';
 import { cleanStaleTemps, fingerprint, isCheckpoint, readCheckpoint, restoreInto, saveCheckpoint } from './checkpoint.js';
 import { Adam, DEFAULT_ADAM, type AdamConfig } from './optim.js';
-import { batchFromSamples, heldOutSamples, makeSampleContext, trainingSamples, type Sample, type SampleContext } from './samples.js';
+import { batchFromSamples, denseBatchFromWindows, heldOutSamples, makeSampleContext, trainingSamples, trainingWindows, type Sample, type SampleContext } from './samples.js';
 
 const log = logger('train.gems');
 
@@ -27,8 +27,15 @@ export interface StageConfig {
 
 export interface GemsTrainConfig {
   batchSize: number;
-  /** Training targets drawn per user per epoch. */
+  /** Training targets drawn per user per epoch (per-target training). */
   targetsPerUser: number;
+  /**
+   * Dense training (default where the model allows it, GemsModel.denseTrainable): a batch row is a window of
+   * T_recent events whose every position is a target (GemsModel.denseLoss); `batchSize` counts windows.
+   */
+  dense: boolean;
+  /** Dense windows per user per epoch (the newest + random older ones). */
+  windowsPerUser: number;
   /** Events at the end of each history held out (2 = leave-one-out valid + test). */
   heldOut: number;
   /** Smallest input length of a training target. */
@@ -45,6 +52,8 @@ export interface GemsTrainConfig {
 export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
   batchSize: 32,
   targetsPerUser: 8,
+  dense: true,
+  windowsPerUser: 4,
   heldOut: 2,
   minInput: 1,
   stages: [
@@ -181,13 +190,19 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   let bestSnapshot = model.params.serialize();
   const t0 = performance.now();
   const lastStage = model.hasIndexer ? 3 : 1;
+  const dense = tc.dense && GemsModel.denseTrainable(mc);
+  if (tc.dense && !dense) log.warn('dense training needs recentCausal, gapFrom prev and fusion ≠ shared: training one target per sample', { fusion: mc.fusion });
+  log.info('training mode', { dense, batch: tc.batchSize, per_user: dense ? tc.windowsPerUser : tc.targetsPerUser });
   while (!state.done) {
     const stage = state.stage;
     const sc = tc.stages[stage - 1]!;
     const fopts = stageOptions(model, stage, true);
     // Stage 1 does not train the indexer at all; later stages train everything (the indexer sees only the KL).
     const filter = stage === 1 ? (n: string) => !n.includes('.indexer.') : undefined;
-    const samples = trainingSamples(histories, sid, { perUser: tc.targetsPerUser, heldOut: tc.heldOut, minInput: tc.minInput, seed: tc.seed * 7919 + state.totalEpochs, testStart: input.testStart });
+    const epochSeed = tc.seed * 7919 + state.totalEpochs;
+    const samples = dense
+      ? trainingWindows(histories, { perUser: tc.windowsPerUser, tRecent: mc.tRecent, heldOut: tc.heldOut, minInput: tc.minInput, seed: epochSeed, testStart: input.testStart })
+      : trainingSamples(histories, sid, { perUser: tc.targetsPerUser, heldOut: tc.heldOut, minInput: tc.minInput, seed: epochSeed, testStart: input.testStart });
     new Rng(tc.seed + state.totalEpochs).shuffle(samples);
     const steps = Math.ceil(samples.length / tc.batchSize);
     const prog = progress(log, `stage ${stage} epoch ${state.epochInStage + 1}`, steps, 'steps');
@@ -195,13 +210,27 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
     let lossSum = 0;
     let nllSum = 0;
     let klSum = 0;
+    let targets = 0;
     for (let s = 0; s < steps; s++) {
       const part = samples.slice(s * tc.batchSize, (s + 1) * tc.batchSize);
-      const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
       let nll = 0;
       let kl = 0;
+      let loss: () => { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar };
+      if (dense) {
+        const d = denseBatchFromWindows(ctx, histories, part, tc.minInput);
+        if (d.targets === 0) {
+          prog.tick(1);
+          continue; // every target of these windows lacks a Semantic ID
+        }
+        targets += d.targets;
+        loss = () => model.denseLoss(d.batch, d.targetCodes, d.targetMask, fopts);
+      } else {
+        const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
+        targets += part.length;
+        loss = () => model.loss(batch, targetCodes, fopts);
+      }
       const st = opt.minimize(() => {
-        const r = model.loss(batch, targetCodes, fopts);
+        const r = loss();
         nll = r.nll.dataSync()[0]!;
         kl = r.kl.dataSync()[0]!;
         return r.total;
@@ -214,7 +243,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
     prog.done();
     const seconds = (performance.now() - te) / 1000;
     const v = validate(model, ctx, histories, validSamples, stageOptions(model, stage, false), tc.batchSize * 2);
-    const entry = { stage, epoch: state.epochInStage + 1, loss: lossSum / steps, nll: nllSum / steps, kl: klSum / steps, validNll: v.nll, validKl: v.kl, seconds, samplesPerS: samples.length / seconds };
+    const entry = { stage, epoch: state.epochInStage + 1, loss: lossSum / steps, nll: nllSum / steps, kl: klSum / steps, validNll: v.nll, validKl: v.kl, seconds, samplesPerS: targets / seconds };
     state.history.push(entry);
     state.epochInStage++;
     state.totalEpochs++;

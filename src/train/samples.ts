@@ -103,3 +103,78 @@ export function heldOutSamples(histories: History[], split: 'valid' | 'test', si
   });
   return out;
 }
+
+/**
+ * Dense training windows of one epoch: a window is named by its last target t (Sample {user, t}); its input is the
+ * events [max(0, t − T_recent), t) and its targets are the events after each of them, up to t. Per user the newest
+ * window (ending at the newest training target) always comes, then up to `perUser − 1` older non-overlapping ones,
+ * drawn at random (seeded) among all of them, so long histories are covered over epochs. Windows whose last target
+ * sits before `minInput` are skipped.
+ */
+export function trainingWindows(histories: History[], opts: { perUser: number; tRecent: number; heldOut: number; seed: number; minInput?: number; testStart?: Int32Array }): Sample[] {
+  const lo = Math.max(1, opts.minInput ?? 1);
+  const out: Sample[] = [];
+  histories.forEach((h, u) => {
+    const end = opts.testStart ? opts.testStart[u]! - 1 : h.length - opts.heldOut;
+    const newest = end - 1;
+    if (newest < lo) return;
+    const older: number[] = [];
+    for (let t = newest - opts.tRecent; t >= lo; t -= opts.tRecent) older.push(t);
+    const rng = new Rng(opts.seed).fork(u);
+    rng.shuffle(older);
+    const picks = [newest, ...older.slice(0, Math.max(0, opts.perUser - 1))].sort((a, b) => a - b);
+    for (const t of picks) out.push({ user: u, t });
+  });
+  return out;
+}
+
+/**
+ * Model input and targets for dense windows (GemsModel.denseLoss): the recent stream is the window, the mid-term
+ * stream the T_mid − T_recent events before it, the lifecycle summary covers everything older — all strictly before
+ * the window's first target. Target row r (left-padded like the stream) is the event after window row r; rows whose
+ * target has no Semantic ID or sits before position `minInput` are masked.
+ */
+export function denseBatchFromWindows(ctx: SampleContext, histories: History[], windows: Sample[], minInput = 1): { batch: GemsBatch; targetCodes: Int32Array; targetMask: Uint8Array; targets: number } {
+  const { cfg, sid, summarizer } = ctx;
+  const W = sid.sizes.length;
+  const T = cfg.tRecent;
+  const midLen = cfg.tMid - cfg.tRecent;
+  const B = windows.length;
+  const recent: History[] = [];
+  const mid: History[] = [];
+  const ref: number[] = [];
+  const lifecycle = new Float32Array(B * cfg.lifecycle.slots * cfg.lifecycle.inDim);
+  const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
+  const targetCodes = new Int32Array(B * T * W);
+  const targetMask = new Uint8Array(B * T);
+  let targets = 0;
+  windows.forEach((w, b) => {
+    const h = histories[w.user]!;
+    const a = Math.max(0, w.t - T);
+    const midStart = Math.max(0, a - midLen);
+    recent.push(sliceHistory(h, a, w.t));
+    mid.push(sliceHistory(h, midStart, a));
+    ref.push(h.ts[w.t - 1]!);
+    const sum = summarizer.summarize(sliceHistory(h, 0, midStart));
+    lifecycle.set(sum.vectors, b * sum.vectors.length);
+    lifecycleValid.set(sum.valid, b * sum.valid.length);
+    const n = w.t - a;
+    for (let i = Math.max(0, minInput - 1 - a); i < n; i++) {
+      const r = b * T + (T - n) + i;
+      const row = sid.rowOf(h.itemId[a + i + 1]!);
+      if (row < 0) continue;
+      targetMask[r] = 1;
+      targetCodes.set(sid.codes.subarray(row * W, row * W + W), r * W);
+      targets++;
+    }
+  });
+  const fc = cfg.features;
+  const batch: GemsBatch = {
+    B,
+    recent: buildStreamBatch(recent, T, ctx.vocab, fc, ref),
+    mid: buildStreamBatch(mid, midLen, ctx.vocab, fc, ref),
+    lifecycle,
+    lifecycleValid,
+  };
+  return { batch, targetCodes, targetMask, targets };
+}

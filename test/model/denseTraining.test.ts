@@ -1,0 +1,108 @@
+// Dense training (GemsModel.denseLoss): one encoded window of T_recent events serves a target at every position.
+// The tests pin down what makes it a valid replacement for one-target-per-sample training: no row sees its target or
+// anything after it, the full window's last row is exactly the per-target sample, and the windows of an epoch never
+// reach the held-out events.
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend, tf } from '../../src/compute/backend.js';
+import { ChunkMeanSummarizer } from '../../src/model/features.js';
+import { GemsModel, type GemsModelConfig } from '../../src/model/gems.js';
+import { batchFromSamples, denseBatchFromWindows, makeSampleContext, trainingWindows } from '../../src/train/samples.js';
+import { historyOf, ringHistories, tinyConfig } from './fixture.js';
+import { fixtureSid } from './fixture.js';
+
+beforeAll(async () => {
+  await initBackend();
+});
+
+function setup(over: Partial<GemsModelConfig> = {}) {
+  const sid = fixtureSid();
+  const cfg = tinyConfig({ tRecent: 6, tMid: 14, ...over });
+  const model = new GemsModel(cfg);
+  const ctx = makeSampleContext(cfg, sid, new ChunkMeanSummarizer(sid, cfg.lifecycle.slots));
+  return { sid, cfg, model, ctx };
+}
+
+const stage3 = (model: GemsModel) => ({ training: false, indexerLoss: true, topK: model.cfg.indexer.topK });
+
+/** NLL of the dense loss with only target row `row` of window 0 counted. */
+function rowNll(model: GemsModel, d: ReturnType<typeof denseBatchFromWindows>, row: number, opts = stage3(model)): number {
+  const mask = new Uint8Array(d.targetMask.length);
+  mask[row] = 1;
+  return tf.tidy(() => model.denseLoss(d.batch, d.targetCodes, mask, opts).nll.dataSync()[0]!);
+}
+
+describe('dense GEMs training', () => {
+  it('no row sees its target or later events: changing them leaves the row’s loss unchanged', () => {
+    for (const fusion of ['sum', 'gated', 'concat'] as const) {
+      const { model, ctx } = setup({ fusion });
+      const [h] = ringHistories(1, 40);
+      const t = 30; // window = events [24, 30), targets 25..30
+      const base = denseBatchFromWindows(ctx, [h!], [{ user: 0, t }]);
+      const T = model.cfg.tRecent;
+      for (const i of [1, 3]) {
+        // Row i of the window predicts event 24 + i + 1; keep everything up to it, change the rest of the window.
+        const keep = 24 + i + 2;
+        const items = [...Array.from(h!.itemId.subarray(0, keep)), ...Array.from({ length: 40 - keep }, (_, k) => 10 + ((k * 5 + 3) % 24))];
+        const altered = historyOf(h!.userId, items);
+        altered.ts.fill(9e12, keep);
+        const alt = denseBatchFromWindows(ctx, [altered], [{ user: 0, t }]);
+        expect(rowNll(model, alt, i)).toBe(rowNll(model, base, i));
+        // …while a later row, whose input did change, moves (the check is not vacuous).
+        expect(rowNll(model, alt, T - 1)).not.toBe(rowNll(model, base, T - 1));
+      }
+    }
+  });
+
+  it('the last row of a full window equals the per-target sample of the same target', () => {
+    const { model, ctx, cfg } = setup();
+    const hs = ringHistories(3, 40);
+    for (const [u, t] of [[0, 30], [1, 33], [2, 20]] as const) {
+      const d = denseBatchFromWindows(ctx, hs, [{ user: u, t }]);
+      const mask = new Uint8Array(d.targetMask.length);
+      mask[cfg.tRecent - 1] = 1;
+      const per = batchFromSamples(ctx, hs, [{ user: u, t }]);
+      for (const opts of [{ training: false, indexerLoss: false, topK: 0 }, stage3(model)]) {
+        const dense = tf.tidy(() => model.denseLoss(d.batch, d.targetCodes, mask, opts));
+        const single = tf.tidy(() => model.loss(per.batch, per.targetCodes, opts));
+        expect(dense.nll.dataSync()[0]).toBeCloseTo(single.nll.dataSync()[0]!, 5);
+        // The KL averages over every query of the window in the dense case: only the NLL is per row.
+      }
+    }
+  });
+
+  it('windows end at the newest training target, never overlap, and skip the held-out events', () => {
+    const hs = ringHistories(4, 50);
+    const ws = trainingWindows(hs, { perUser: 3, tRecent: 6, heldOut: 2, seed: 5 });
+    for (let u = 0; u < hs.length; u++) {
+      const mine = ws.filter((w) => w.user === u).map((w) => w.t);
+      expect(mine.length).toBe(3);
+      expect(Math.max(...mine)).toBe(50 - 3); // last training target: events 48, 49 are held out
+      const sorted = [...mine].sort((a, b) => a - b);
+      for (let k = 1; k < sorted.length; k++) expect(sorted[k]! - sorted[k - 1]!).toBeGreaterThanOrEqual(6);
+    }
+    // Same seed, same windows; another seed draws other older windows.
+    expect(trainingWindows(hs, { perUser: 3, tRecent: 6, heldOut: 2, seed: 5 })).toEqual(ws);
+    expect(trainingWindows(hs, { perUser: 3, tRecent: 6, heldOut: 2, seed: 6 })).not.toEqual(ws);
+    // Short histories: one partial window whose padded rows carry no target.
+    const { ctx, cfg } = setup();
+    const short = [historyOf(7, [10, 11, 12, 13, 14])];
+    const [w] = trainingWindows(short, { perUser: 3, tRecent: cfg.tRecent, heldOut: 2, seed: 1 });
+    expect(w).toEqual({ user: 0, t: 2 });
+    const d = denseBatchFromWindows(ctx, short, [w!]);
+    expect(Array.from(d.targetMask)).toEqual([0, 0, 0, 0, 1, 1]);
+    expect(d.targets).toBe(2);
+  });
+
+  it('is refused for models whose encoding of a window depends on the target', () => {
+    const { ctx } = setup();
+    const hs = ringHistories(1, 30);
+    for (const over of [{ recentCausal: false }, { fusion: 'shared' as const }]) {
+      const { model } = setup(over);
+      expect(GemsModel.denseTrainable(model.cfg)).toBe(false);
+      const d = denseBatchFromWindows(ctx, hs, [{ user: 0, t: 20 }]);
+      expect(() => model.denseLoss(d.batch, d.targetCodes, d.targetMask, { training: true, indexerLoss: false, topK: 0 })).toThrow(/dense loss needs/);
+    }
+    const base = tinyConfig();
+    expect(GemsModel.denseTrainable({ ...base, features: { ...base.features, gapFrom: 'ref' } })).toBe(false);
+  });
+});
