@@ -21,6 +21,14 @@ export const GEMS_PRESETS: Record<string, Partial<GemsModelConfig>> = {
 };
 
 /**
+ * Training defaults per preset (flags still win). `ml-1m` is the run behind the ML-1M figures in docs/results.md:
+ * dense windows, stage 1 up to 10 epochs, one epoch each of stages 2 and 3, inside 88 minutes on the 2-core machine.
+ */
+export const GEMS_TRAIN_PRESETS: Record<string, Partial<Pick<GemsTrainConfig, 'windowsPerUser' | 'maxMinutes' | 'validUsers'>> & { epochs?: [number, number, number] }> = {
+  'ml-1m': { windowsPerUser: 3, maxMinutes: 88, validUsers: 1000, epochs: [10, 1, 1] },
+};
+
+/**
  * `lifecycle`: the summary's shape; `fixedSlots` (memory source) = the compressor's M, which --slots may not change;
  * `streamsFromConfig` (memory source): T_recent / T_mid come from config.streams, not the preset — stored memories
  * cover the events older than config.streams.tMid, so the model's mid-term stream must end exactly there.
@@ -84,7 +92,8 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   const life = trainingLifecycle(config, sid, source, slots, args.flags['compressor-version'] !== undefined ? flagString(args, 'compressor-version') : undefined);
   const summarizer = life.summarizer;
   const mc = buildModelConfig(config, sid, summarizer.dim, args, source === 'memory' ? { fixedSlots: summarizer.slots, streamsFromConfig: true } : {});
-  const s1 = flagNumber(args, 'epochs', DEFAULT_GEMS_TRAIN.stages[0].maxEpochs);
+  const tp = GEMS_TRAIN_PRESETS[flagString(args, 'preset', 'default')] ?? {};
+  const s1 = flagNumber(args, 'epochs', tp.epochs?.[0] ?? DEFAULT_GEMS_TRAIN.stages[0].maxEpochs);
   const patience = flagNumber(args, 'patience', DEFAULT_GEMS_TRAIN.stages[0].patience);
   const tc: GemsTrainConfig = {
     ...DEFAULT_GEMS_TRAIN,
@@ -92,15 +101,15 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
     targetsPerUser: flagNumber(args, 'targets-per-user', DEFAULT_GEMS_TRAIN.targetsPerUser),
     // --per-target trains one target per sample (the pre-dense path, kept for comparison).
     dense: !flagBool(args, 'per-target'),
-    windowsPerUser: flagNumber(args, 'windows-per-user', DEFAULT_GEMS_TRAIN.windowsPerUser),
-    maxMinutes: flagNumber(args, 'max-minutes', 0),
-    validUsers: flagNumber(args, 'valid-users', 1000),
+    windowsPerUser: flagNumber(args, 'windows-per-user', tp.windowsPerUser ?? DEFAULT_GEMS_TRAIN.windowsPerUser),
+    maxMinutes: flagNumber(args, 'max-minutes', tp.maxMinutes ?? 0),
+    validUsers: flagNumber(args, 'valid-users', tp.validUsers ?? 1000),
     seed: config.seed,
     adam: { ...DEFAULT_GEMS_TRAIN.adam, lr: flagNumber(args, 'lr', DEFAULT_GEMS_TRAIN.adam.lr) },
     stages: [
       { maxEpochs: s1, patience },
-      { maxEpochs: flagNumber(args, 'epochs2', DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },
-      { maxEpochs: flagNumber(args, 'epochs3', DEFAULT_GEMS_TRAIN.stages[2].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[2].patience },
+      { maxEpochs: flagNumber(args, 'epochs2', tp.epochs?.[1] ?? DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },
+      { maxEpochs: flagNumber(args, 'epochs3', tp.epochs?.[2] ?? DEFAULT_GEMS_TRAIN.stages[2].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[2].patience },
     ],
   };
   log.info('gems training', {
