@@ -112,8 +112,8 @@ export class RunRecorder {
     await this.with((db) =>
       db.run(
         `UPDATE compression_runs SET finished_at = now()::TIMESTAMP, status = $2, users = $3, users_full = $4, users_incremental = $5,
-           users_unchanged = $6, failures = $7, events = $8, seconds = $9, events_per_s = $10 WHERE run_id = $1`,
-        [s.runId, s.status, s.users, s.usersFull, s.usersIncremental, s.usersUnchanged, s.failures, s.events, s.seconds, s.eventsPerSecond],
+           users_unchanged = $6, failures = $7, events = $8, seconds = $9, events_per_s = $10, users_skipped = $11 WHERE run_id = $1`,
+        [s.runId, s.status, s.users, s.usersFull, s.usersIncremental, s.usersUnchanged, s.failures, s.events, s.seconds, s.eventsPerSecond, s.usersSkipped],
       ),
     );
   }
@@ -140,8 +140,7 @@ export class RunRecorder {
 
 /**
  * Users and events of a run. `usersSkipped`: users whose lifecycle segment is empty (≤ streams.tMid events), for
- * whom no memory is written; in the summary and the log only (a compression_runs column would need a migration that
- * read-only opens of existing databases refuse until migrated).
+ * whom no memory is written (compression_runs.users_skipped, migration 0004).
  */
 interface Counts {
   users: number;

@@ -162,9 +162,11 @@ describe('nightly recompression job', () => {
     const v2 = saveCompressor(config, initCompressorWeights(config, itemVocabulary(ITEMS), 999));
     const s5 = await compressOnce(config, { log: collectingLog([]) });
     expect(s5).toMatchObject({ users: 12, usersFull: 12, compressorVersion: v2 });
-    const runs = await runRows(config, `SELECT status, users, users_incremental, events, events_per_s FROM compression_runs ORDER BY started_at`);
+    const runs = await runRows(config, `SELECT status, users, users_incremental, users_skipped, events, events_per_s FROM compression_runs ORDER BY started_at`);
     expect(runs.map((r) => r['status'])).toEqual(['completed', 'completed', 'completed', 'completed', 'completed']);
     expect(runs.map((r) => r['users'])).toEqual([11, 0, 4, 12, 12]);
+    // Users too short for a lifecycle segment are recorded as skipped, as the summaries say (s1: one).
+    expect(runs.map((r) => r['users_skipped'])).toEqual([s1.usersSkipped, s2.usersSkipped, s3.usersSkipped, 0, 0]);
   });
 
   it('an incremental user is brought up to date from a tail read, exactly; a back-filled older event falls back to a full recompression', async () => {
