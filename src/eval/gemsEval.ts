@@ -7,7 +7,7 @@
 import { sliceHistory, type History } from '../data/events.js';
 import { scoped } from '../model/ops.js';
 import { beamSearch } from '../model/beam.js';
-import type { LoadedGems } from '../model/recommend.js';
+import { servingTopK, type LoadedGems } from '../model/recommend.js';
 import { batchFromInputs } from '../train/samples.js';
 import { logger, progress } from '../util/log.js';
 import { hierarchicalHit, rankInList, RankAccumulator } from './metrics.js';
@@ -23,7 +23,7 @@ export interface ListRun {
 export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts: { batchSize?: number; exclude?: (Set<number> | null)[]; topK?: number; task?: string }): ListRun {
   const { model, sid, ctx } = loaded;
   const bs = opts.batchSize ?? 8;
-  const topK = opts.topK ?? (model.hasIndexer ? model.cfg.indexer.topK : 0);
+  const topK = opts.topK ?? servingTopK(loaded);
   const items: Int32Array[] = [];
   const codes: Int32Array[] = [];
   const prog = progress(log, opts.task ?? 'beam search', inputs.length, 'users');

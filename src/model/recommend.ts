@@ -79,7 +79,7 @@ export function recommend(loaded: LoadedGems, inputs: History[], k: number, opti
     if (options.excludeSeen) for (const id of h.itemId) s.add(id);
     return s.size ? s : null;
   });
-  const topK = options.topK ?? (model.hasIndexer ? model.cfg.indexer.topK : 0);
+  const topK = options.topK ?? servingTopK(loaded);
   const batch = batchFromInputs(ctx, inputs, options.lifecycle);
   return scoped(() => {
     const enc = model.encode(batch, false);
@@ -91,4 +91,16 @@ export function recommend(loaded: LoadedGems, inputs: History[], k: number, opti
       return { userId: inputs[b]!.userId, items: u.items, scores: u.scores, sids: u.codes, attentionMass: mass };
     });
   });
+}
+
+/**
+ * The indexer top-k a checkpoint serves with: the configured k once its training reached stage 2 (from then on the
+ * indexer imitates full attention), else 0 = full mid-term attention, because an untrained indexer picks keys at
+ * random. A checkpoint without a training record (benchmarks, hand-built models) uses the configured k.
+ */
+export function servingTopK(loaded: Pick<LoadedGems, 'model' | 'meta'>): number {
+  if (!loaded.model.hasIndexer) return 0;
+  const history = (loaded.meta?.train as { history?: { stage: number }[] } | undefined)?.history;
+  if (Array.isArray(history) && !history.some((e) => e.stage >= 2)) return 0;
+  return loaded.model.cfg.indexer.topK;
 }
