@@ -1,17 +1,31 @@
 // GetRecommendations model latency (issue 5 `serve-latency`): p50/p99 ms of recommend() called IN PROCESS (no gRPC,
 // no history/memory store reads) for one user at history lengths 1k, 10k, 100k of the generated lifelong set, k = 100
-// (beam 100), for three variants in the same run:
-//   gems_indexer    GEMs (recent + mid-term + lifecycle), mid-term cross-attention over the indexer's top-k keys
-//   gems_bruteforce the same model and weights, full attention over all T_mid − T_recent mid-term keys
-//   single_stream   one stream = the last T_mid events (behavior encoder + positions, no self-attention layers),
-//                   decoder cross-attention with full attention over all of them
+// (beam 100), for these variants in the same run (they take turns request by request):
+//   gems_indexer       GEMs (recent + mid-term + lifecycle), mid-term cross-attention over the indexer's top-k keys:
+//                      one key set per user and decoder step shared by its beams (opt-in selection 'user'); only the
+//                      selected keys' keys/values are projected
+//   gems_indexer_query the same with each beam's own top-k (the training formulation and beam search's default),
+//                      gathered per user as the union of its beams' keys with the others masked
+//   gems_bruteforce    the same model and weights, full attention over all T_mid − T_recent mid-term keys
+//   single_stream      one stream = the last T_mid events (behavior encoder + positions, no self-attention layers),
+//                      decoder cross-attention with full attention over all of them
+// All variants use the same inference path: streams encoded once, cross-attention keys/values projected once per
+// request (for the indexer: only its own keys, plus the selected keys per step), incremental decoding with a decoder
+// self-attention cache across the beam levels.
 // Each request does what the recommender does per user: cut the streams (the lifecycle memory stands for the
 // events older than T_mid, so the model gets the last T_mid events + the memory), build the exclude-seen set over the
 // whole history, encode, beam search. The lifecycle memory is computed beforehand (the service reads it from the
 // memory store). Weights are untrained (latency only); Semantic IDs are a random assignment of the catalogue
 // (64·64·64 + disambiguation 16). Recall of the indexer vs brute force needs a trained T_mid = 5000 model: not measured
-// here — the run reports the overlap of the two variants' top-100 lists instead (untrained indexer: a plumbing check).
-// Args: [requests=20] [users=2] [topK=256] [tRecent=1000] [tMid=5000] [lengths=1000,10000,100000].
+// here — the run reports the overlap of the variants' top-100 lists instead (untrained indexer: a plumbing check).
+//
+// Two model sizes, both in the same JSON (`configs`):
+//   small       d 64, 2 heads, T_recent (arg, default 1000), 2 recent + 2 decoder layers — the size we train here
+//   paper_like  d 256, 4 heads, T_recent 256, 2 recent + 4 decoder layers (the paper: d 1024, 8 heads, 4 decoder
+//               layers, T_recent 1000) — a larger share of the request is the decoder's mid-term cross-attention
+// Both: T_mid (arg, default 5000), indexer 2 heads × 16 dims, lifecycle 32 slots, 1 layer; per variant also the p50 of
+// the encode and beam-search phases.
+// Args: [requests=20] [users=2] [topK=256] [tRecent=1000] [tMid=5000] [lengths=1000,10000,100000] [configs=small,paper_like].
 import type { Bench } from './run.js';
 import { percentile, round } from './_stats.js';
 import { initCompute, tf } from '../src/compute/backend.js';
@@ -28,10 +42,21 @@ import { logger } from '../src/util/log.js';
 
 const log = logger('bench.serve-latency');
 
+type VariantName = 'gems_indexer' | 'gems_indexer_query' | 'gems_bruteforce' | 'single_stream';
 interface Variant {
-  name: 'gems_indexer' | 'gems_bruteforce' | 'single_stream';
+  name: VariantName;
   loaded: LoadedGems;
   topK: number;
+  selection: 'user' | 'query';
+}
+
+interface ModelSize {
+  name: 'small' | 'paper_like';
+  d: number;
+  heads: number;
+  tRecent: number;
+  recentLayers: number;
+  decoderLayers: number;
 }
 
 function load(cfg: GemsModelConfig, sid: ReturnType<typeof simpleSemanticIds>, summarizer: ChunkMeanSummarizer): LoadedGems {
@@ -40,19 +65,24 @@ function load(cfg: GemsModelConfig, sid: ReturnType<typeof simpleSemanticIds>, s
 }
 
 export const bench: Bench = {
-  summary: 'recommend() latency p50/p99 at history lengths 1k/10k/100k, k=100: GEMs+indexer vs brute-force mid-term vs single stream',
+  summary: 'recommend() latency p50/p99 at history lengths 1k/10k/100k, k=100: GEMs+indexer vs brute-force mid-term vs single stream, two model sizes',
   async run(args) {
     const requests = Number(args[0] ?? 20);
     const usersPerLength = Number(args[1] ?? 2);
     const topK = Number(args[2] ?? 256);
-    const tRecent = Number(args[3] ?? 1000);
+    const tRecentSmall = Number(args[3] ?? 1000);
     const tMid = Number(args[4] ?? 5000);
     const lengths = (args[5] ?? '1000,10000,100000').split(',').map(Number);
+    const sizesWanted = (args[6] ?? 'small,paper_like').split(',');
     const k = 100;
     const info = await initCompute();
+    const sizes: ModelSize[] = [
+      { name: 'small' as const, d: 64, heads: 2, tRecent: tRecentSmall, recentLayers: 2, decoderLayers: 2 },
+      { name: 'paper_like' as const, d: 256, heads: 4, tRecent: 256, recentLayers: 2, decoderLayers: 4 },
+    ].filter((s) => sizesWanted.includes(s.name));
 
     // Generated lifelong users with exactly the benchmark lengths (generator `fixedLength`).
-    const genOpts = resolveLifelongOptions(undefined, { users: usersPerLength, tRecent, tMid });
+    const genOpts = resolveLifelongOptions(undefined, { users: usersPerLength, tRecent: tRecentSmall, tMid });
     const cat = buildCatalogue(genOpts);
     const users = new Map<number, History[]>();
     for (const L of lengths) {
@@ -63,77 +93,104 @@ export const bench: Bench = {
     const sid = simpleSemanticIds(itemIds, [64, 64, 64, 16], 5, 32);
     const summarizer = new ChunkMeanSummarizer(sid, 32);
     const life = { slots: 32, inDim: summarizer.dim, layers: 1 };
-    const base = { d: 64, heads: 2, recentLayers: 2, decoderLayers: 2, lifecycle: life };
-    const gemsCfg = defaultGemsConfig(cat.numItems, sid.sizes, { ...base, tRecent, tMid, indexer: { heads: 2, dim: 16, topK, klWeight: 1 } });
-    const gems = load(gemsCfg, sid, summarizer);
-    const singleCfg = defaultGemsConfig(cat.numItems, sid.sizes, { ...base, recentLayers: 0, tRecent: tMid, tMid: tMid + 1, streams: { recent: true, mid: false, lifecycle: false } });
-    const single = load(singleCfg, sid, summarizer);
-    const variants: Variant[] = [
-      { name: 'gems_indexer', loaded: gems, topK },
-      { name: 'gems_bruteforce', loaded: gems, topK: 0 },
-      { name: 'single_stream', loaded: single, topK: 0 },
-    ];
 
-    const rows: Record<string, number | string>[] = [];
-    const overlap: Record<string, number> = {};
-    for (const L of lengths) {
-      const hs = users.get(L)!;
-      // The lifecycle memory of each user (read from the memory store by the service; not timed).
-      const memories: (LifecycleSummary | null)[] = hs.map((h) => (h.length > tMid ? summarizer.summarize(sliceHistory(h, 0, h.length - tMid)) : null));
-      const tops = new Map<string, Int32Array[]>();
-      const request = (v: Variant, u: number) => {
-        const h = hs[u]!;
-        const seen = new Set<number>(h.itemId);
-        const input = h.length > tMid ? sliceHistory(h, h.length - tMid, h.length) : h;
-        const memory = v.name === 'single_stream' ? null : memories[u]!;
-        return recommend(v.loaded, [input], k, { beam: k, topK: v.topK, exclude: [seen], lifecycle: [memory] })[0]!;
-      };
-      // Warm-up (kernels, caches), then the variants take turns request by request so machine noise hits all alike.
-      for (const v of variants) for (let u = 0; u < hs.length; u++) request(v, u);
-      const ms = new Map<string, number[]>(variants.map((v) => [v.name, []]));
-      for (let i = 0; i < requests; i++) {
-        const u = i % hs.length;
+    const configs: Record<string, unknown>[] = [];
+    for (const size of sizes) {
+      const { tRecent } = size;
+      const base = { d: size.d, heads: size.heads, recentLayers: size.recentLayers, decoderLayers: size.decoderLayers, lifecycle: life };
+      const gemsCfg = defaultGemsConfig(cat.numItems, sid.sizes, { ...base, tRecent, tMid, indexer: { heads: 2, dim: 16, topK, klWeight: 1 } });
+      const gems = load(gemsCfg, sid, summarizer);
+      const singleCfg = defaultGemsConfig(cat.numItems, sid.sizes, { ...base, recentLayers: 0, tRecent: tMid, tMid: tMid + 1, streams: { recent: true, mid: false, lifecycle: false } });
+      const single = load(singleCfg, sid, summarizer);
+      const variants: Variant[] = [
+        { name: 'gems_indexer', loaded: gems, topK, selection: 'user' },
+        { name: 'gems_indexer_query', loaded: gems, topK, selection: 'query' },
+        { name: 'gems_bruteforce', loaded: gems, topK: 0, selection: 'query' },
+        { name: 'single_stream', loaded: single, topK: 0, selection: 'query' },
+      ];
+
+      const rows: Record<string, number | string>[] = [];
+      const overlap: Record<string, Record<string, number>> = { gems_indexer: {}, gems_indexer_query: {} };
+      for (const L of lengths) {
+        const hs = users.get(L)!;
+        // The lifecycle memory of each user (read from the memory store by the service; not timed).
+        const memories: (LifecycleSummary | null)[] = hs.map((h) => (h.length > tMid ? summarizer.summarize(sliceHistory(h, 0, h.length - tMid)) : null));
+        const tops = new Map<string, Int32Array[]>();
+        const request = (v: Variant, u: number, timing?: { inputMs: number; encodeMs: number; searchMs: number }) => {
+          const h = hs[u]!;
+          const seen = new Set<number>(h.itemId);
+          const input = h.length > tMid ? sliceHistory(h, h.length - tMid, h.length) : h;
+          const memory = v.name === 'single_stream' ? null : memories[u]!;
+          return recommend(v.loaded, [input], k, { beam: k, topK: v.topK, selection: v.selection, exclude: [seen], lifecycle: [memory], timing })[0]!;
+        };
+        // Warm-up (kernels, caches), then the variants take turns request by request so machine noise hits all alike.
+        for (const v of variants) for (let u = 0; u < hs.length; u++) request(v, u);
+        const ms = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+        const enc = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+        const search = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+        for (let i = 0; i < requests; i++) {
+          const u = i % hs.length;
+          for (const v of variants) {
+            const timing = { inputMs: 0, encodeMs: 0, searchMs: 0 };
+            const t0 = performance.now();
+            const r = request(v, u, timing);
+            ms.get(v.name)!.push(performance.now() - t0);
+            enc.get(v.name)!.push(timing.encodeMs);
+            search.get(v.name)!.push(timing.searchMs);
+            if (i < hs.length) tops.set(v.name, [...(tops.get(v.name) ?? []), r.items]);
+            if (r.items.length !== k) throw new Error(`${v.name} at ${L}: ${r.items.length} items, expected ${k}`);
+          }
+        }
         for (const v of variants) {
-          const t0 = performance.now();
-          const r = request(v, u);
-          ms.get(v.name)!.push(performance.now() - t0);
-          if (i < hs.length) tops.set(v.name, [...(tops.get(v.name) ?? []), r.items]);
-          if (r.items.length !== k) throw new Error(`${v.name} at ${L}: ${r.items.length} items, expected ${k}`);
+          const t = ms.get(v.name)!;
+          const row = {
+            variant: v.name,
+            history_length: L,
+            p50_ms: round(percentile(t, 50), 1),
+            p99_ms: round(percentile(t, 99), 1),
+            encode_p50_ms: round(percentile(enc.get(v.name)!, 50), 1),
+            search_p50_ms: round(percentile(search.get(v.name)!, 50), 1),
+            requests,
+          };
+          rows.push(row);
+          log.info('measured', { config: size.name, ...row });
+          console.log(`${size.name.padEnd(10)} ${v.name.padEnd(18)} N=${String(L).padStart(6)}  p50 ${row.p50_ms} ms  p99 ${row.p99_ms} ms  (encode ${row.encode_p50_ms}, beam search ${row.search_p50_ms})`);
+        }
+        const b = tops.get('gems_bruteforce')!;
+        for (const name of ['gems_indexer', 'gems_indexer_query']) {
+          let same = 0;
+          const a = tops.get(name)!;
+          a.forEach((x, u) => {
+            const s = new Set(b[u]);
+            for (const it of x) if (s.has(it)) same++;
+          });
+          overlap[name]![String(L)] = round(same / (k * a.length), 3);
         }
       }
-      for (const v of variants) {
-        const t = ms.get(v.name)!;
-        const row = { variant: v.name, history_length: L, p50_ms: round(percentile(t, 50), 1), p99_ms: round(percentile(t, 99), 1), requests };
-        rows.push(row);
-        log.info('measured', row);
-        console.log(`${v.name.padEnd(16)} N=${String(L).padStart(6)}  p50 ${row.p50_ms} ms  p99 ${row.p99_ms} ms`);
-      }
-      const a = tops.get('gems_indexer')!;
-      const b = tops.get('gems_bruteforce')!;
-      let same = 0;
-      a.forEach((x, u) => {
-        const s = new Set(b[u]);
-        for (const it of x) if (s.has(it)) same++;
+      const p50 = (v: string, L: number, col = 'p50_ms') => Number(rows.find((r) => r.variant === v && r.history_length === L)![col]);
+      const ratio = (num: string, den: string, col?: string) => Object.fromEntries(lengths.map((L) => [String(L), round(p50(num, L, col) / p50(den, L, col), 2)]));
+      configs.push({
+        config: size.name,
+        model: { d: size.d, heads: size.heads, recent_layers: size.recentLayers, decoder_layers: size.decoderLayers, t_recent: tRecent, t_mid: tMid, mid_keys: tMid - tRecent, indexer: { heads: 2, dim: 16, top_k: topK }, lifecycle_slots: life.slots, ff_mult: gemsCfg.ffMult, weights: 'untrained' },
+        variants: rows,
+        indexer_speedup_p50: ratio('gems_bruteforce', 'gems_indexer'),
+        indexer_query_speedup_p50: ratio('gems_bruteforce', 'gems_indexer_query'),
+        indexer_speedup_beam_search_p50: ratio('gems_bruteforce', 'gems_indexer', 'search_p50_ms'),
+        top100_overlap_vs_bruteforce_untrained: overlap,
       });
-      overlap[String(L)] = round(same / (k * a.length), 3);
+      gems.model.params.dispose();
+      single.model.params.dispose();
     }
-    const p50 = (v: string, L: number) => Number(rows.find((r) => r.variant === v && r.history_length === L)!.p50_ms);
-    const speedup: Record<string, number> = {};
-    for (const L of lengths) speedup[String(L)] = round(p50('gems_bruteforce', L) / p50('gems_indexer', L), 2);
     return {
       measured: 'recommend() in process (model latency of GetRecommendations without gRPC or store reads); one user per request',
       backend: info.path,
       k,
       beam: k,
-      t_recent: tRecent,
-      t_mid: tMid,
-      indexer_top_k: topK,
-      model: { d: 64, heads: 2, recent_layers: 2, decoder_layers: 2, sid_sizes: sid.sizes, items: cat.numItems, weights: 'untrained' },
+      sid_sizes: sid.sizes,
+      items: cat.numItems,
       single_stream: 'last T_mid events, behavior encoder + positions, no self-attention layers, full decoder cross-attention',
-      variants: rows,
-      indexer_speedup_p50: speedup,
-      recall_vs_bruteforce: 'not measured (no trained T_mid=5000 model)',
-      top100_overlap_untrained: overlap,
+      configs,
+      recall_vs_bruteforce: 'not measured (no trained T_mid=5000 model); top100_overlap_vs_bruteforce_untrained is a plumbing check only',
       tensors_left: tf.memory().numTensors,
     } as never;
   },

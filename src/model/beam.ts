@@ -8,9 +8,15 @@
 //
 // Cost: the user's streams are encoded once and their cross-attention keys/values projected once
 // (GemsModel.prepare); the beams of a user are folded into the query axis of that user's attention, so nothing
-// of the encoders or the key/value projections is repeated per beam.
+// of the encoders or the key/value projections is repeated per beam. Levels decode incrementally
+// (GemsModel.decodeStep): only the newest position of each beam runs, earlier positions' decoder self-attention
+// keys/values come from a cache reordered by each beam's parent. With indexer top-k each beam attends to its own
+// top-k keys (default 'query' selection); with the opt-in 'user' selection each user's beams share one top-k
+// mid-term key set per level and layer and only those keys are projected (prepare lazyMid), so the mid-term cost
+// per level is the indexer's scoring plus O(k) — faster, but not the formulation stage 3 trained.
+import { tf } from '../compute/backend.js';
 import { scoped } from './ops.js';
-import type { EncodedStreams, GemsModel } from './gems.js';
+import type { DecoderCache, EncodedStreams, GemsModel } from './gems.js';
 import type { SemanticIds } from './sid.js';
 import type { CodeTrie } from '../tokenizer/trie.js';
 
@@ -25,6 +31,17 @@ export interface BeamOptions {
   topK: number;
   /** Return per-stream attention mass (at the first level's query). */
   wantMass?: boolean;
+  /**
+   * Indexer selection (GemsModel.decodeStep): 'query' (default; the trained stage-3 formulation) each beam's own
+   * top-k; 'user' one top-k key set per user and level shared by its beams, cheaper (only k keys projected) but it
+   * lost recall on a trained model (test/train/gems.test.ts overfit fixture: 6–7 of 8 users vs 8 of 8), so opt-in
+   * (keys ranked by indexer attention mass summed over the beams).
+   */
+  selection?: 'user' | 'query';
+}
+
+function disposeCache(c: DecoderCache): void {
+  for (const t of [...c.K, ...c.V]) t.dispose();
 }
 
 export interface UserRecommendations {
@@ -44,6 +61,8 @@ interface Beam {
   node: number;
   score: number;
   codes: number[];
+  /** Index of the beam it extends in the previous level's list of its user (its decoder-cache row). */
+  parent: number;
 }
 
 /** Per trie: items under each node, each node's parent, and each item's leaf node (computed once, cached). */
@@ -102,48 +121,79 @@ export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStrea
     return ex && ex.size ? excludedCounts(tc, ex) : null;
   });
   const admissible = (b: number, node: number) => tc.leaves[node]! - (excluded[b]?.get(node) ?? 0);
-  let beams: Beam[][] = Array.from({ length: B }, (_, b) => (admissible(b, 0) > 0 ? [{ node: 0, score: 0, codes: [] }] : []));
+  let beams: Beam[][] = Array.from({ length: B }, (_, b) => (admissible(b, 0) > 0 ? [{ node: 0, score: 0, codes: [], parent: 0 }] : []));
   let mass: Float32Array | undefined;
+  const selection = opts.selection ?? 'query';
   return scoped(() => {
-    // Key/value projections of every cross-attention, once per user for all levels and beams.
-    const prepared = model.prepare(enc);
-    for (let level = 0; level < W; level++) {
-      // Rows per user = the most live beams any user has (1 at the root, then ≤ beam width).
-      const R = Math.max(1, ...beams.map((bs) => bs.length));
-      const rows = B * R;
-      const prefixes = new Int32Array(rows * level);
-      for (let b = 0; b < B; b++) {
-        for (let j = 0; j < R; j++) {
-          const beam = beams[b]![Math.min(j, beams[b]!.length - 1)];
-          if (beam) for (let l = 0; l < level; l++) prefixes[(b * R + j) * level + l] = beam.codes[l]!;
-        }
-      }
-      const wantMass = opts.wantMass === true && level === 0;
-      const { logp, mass: m } = scoped(() => {
-        const r = model.nextLogProbs(prepared, prefixes, level, { training: false, indexerLoss: false, topK: opts.topK, wantMass, rowsPerUser: R });
-        return { logp: r.logp.dataSync() as Float32Array, mass: r.mass };
-      });
-      if (wantMass && m) {
-        const S = m.length / rows;
-        mass = new Float32Array(B * S);
-        for (let b = 0; b < B; b++) mass.set(m.subarray(b * R * S, b * R * S + S), b * S);
-      }
-      const K = model.cfg.sizes[level]!;
-      const last = level === W - 1;
-      beams = beams.map((userBeams, b) => {
-        const cand: Beam[] = [];
-        userBeams.forEach((beam, j) => {
-          const row = (b * R + j) * K;
-          const { codes, nodes } = sid.trie.children(beam.node);
-          for (let i = 0; i < codes.length; i++) {
-            const node = nodes.start + i;
-            if (admissible(b, node) <= 0) continue;
-            cand.push({ node, score: beam.score + logp[row + codes[i]!]!, codes: [...beam.codes, codes[i]!] });
+    // Key/value projections of every cross-attention, once per user for all levels and beams (with the per-user
+    // indexer selection, of the mid-term stream only the indexer's keys: the selected keys are projected per step).
+    const prepared = model.prepare(enc, { lazyMid: selection === 'user' && opts.topK > 0 });
+    let cache: DecoderCache | null = null;
+    let prevR = 1;
+    try {
+      for (let level = 0; level < W; level++) {
+        // Rows per user = the most live beams any user has (1 at the root, then ≤ beam width); a user with fewer
+        // repeats its last beam (its rows are ignored).
+        const R = Math.max(1, ...beams.map((bs) => bs.length));
+        const rows = B * R;
+        const codes = level > 0 ? new Int32Array(rows) : null;
+        const parents = level > 0 ? new Int32Array(rows) : null;
+        for (let b = 0; b < B; b++) {
+          for (let j = 0; j < R; j++) {
+            const beam = beams[b]![Math.min(j, beams[b]!.length - 1)];
+            if (codes && parents) {
+              codes[b * R + j] = beam ? beam.codes[level - 1]! : 0;
+              parents[b * R + j] = b * prevR + (beam ? beam.parent : 0);
+            }
           }
+        }
+        const wantMass = opts.wantMass === true && level === 0;
+        const prevCache: DecoderCache | null = cache;
+        const step = scoped(() => {
+          const r = model.decodeStep(prepared, prevCache, parents, codes, level, { topK: opts.topK, selection, wantMass, rowsPerUser: R });
+          if (level < W - 1) for (const t of [...r.cache.K, ...r.cache.V]) tf.keep(t);
+          return { logp: r.logp.dataSync() as Float32Array, mass: r.mass, cache: level < W - 1 ? r.cache : null };
         });
-        cand.sort((x, y) => y.score - x.score || x.node - y.node);
-        return cand.slice(0, last ? opts.k : beamW);
-      });
+        if (prevCache) disposeCache(prevCache);
+        cache = step.cache;
+        prevR = R;
+        const { logp, mass: m } = step;
+        if (wantMass && m) {
+          const S = m.length / rows;
+          mass = new Float32Array(B * S);
+          for (let b = 0; b < B; b++) mass.set(m.subarray(b * R * S, b * R * S + S), b * S);
+        }
+        const K = model.cfg.sizes[level]!;
+        const last = level === W - 1;
+        const keep = last ? opts.k : beamW;
+        beams = beams.map((userBeams, b) => {
+          // Candidates as flat arrays; only the survivors get Beam objects.
+          const candScore: number[] = [];
+          const candNode: number[] = [];
+          const candFrom: number[] = [];
+          const candCode: number[] = [];
+          userBeams.forEach((beam, j) => {
+            const row = (b * R + j) * K;
+            const { codes: cc, nodes } = sid.trie.children(beam.node);
+            for (let i = 0; i < cc.length; i++) {
+              const node = nodes.start + i;
+              if (admissible(b, node) <= 0) continue;
+              candScore.push(beam.score + logp[row + cc[i]!]!);
+              candNode.push(node);
+              candFrom.push(j);
+              candCode.push(cc[i]!);
+            }
+          });
+          const order = Array.from(candScore.keys());
+          order.sort((x, y) => candScore[y]! - candScore[x]! || candNode[x]! - candNode[y]!);
+          return order.slice(0, keep).map((c) => {
+            const from = userBeams[candFrom[c]!]!;
+            return { node: candNode[c]!, score: candScore[c]!, codes: [...from.codes, candCode[c]!], parent: candFrom[c]! };
+          });
+        });
+      }
+    } finally {
+      if (cache) disposeCache(cache);
     }
     const users = beams.map((bs) => ({
       items: Int32Array.from(bs.map((x) => sid.trie.leafItem[x.node]!)),

@@ -124,6 +124,35 @@ export interface EncodedStreams {
   mem: Partial<Record<StreamName | 'all', Memory>>;
   /** Key/value (and indexer key) projections per cross-attention, from GemsModel.prepare (inference). */
   proj?: Map<string, ProjectedMemory>;
+  /**
+   * prepare(enc, { lazyMid: true }): per decoder layer, only the indexer's keys [U, Lk, dim] of the mid-term stream;
+   * its keys/values are then projected per step for the selected keys only (decodeStep with selection 'user').
+   */
+  indexKeys?: Map<number, T>;
+  /** With `indexKeys`: the mid-term keys [U·Lk·d] on the host, for gathering the selected rows (faster than tf.gather on wasm). */
+  midKeysHost?: Float32Array;
+}
+
+/** Decoder self-attention cache (inference, decodeStep): per layer, keys and values of every decoded position. */
+export interface DecoderCache {
+  /** Per layer [rows, positions, H·dh]. */
+  K: T[];
+  V: T[];
+}
+
+export interface StepOptions {
+  /** Indexer top-k for the mid-term stream (0 = full attention). */
+  topK: number;
+  /**
+   * 'user' (default): one set of top-k mid-term keys per user for all its rows (beams) of the step — the k keys with
+   * the most indexer attention mass summed over the rows (softmax of each row's indexer scores); with one row per
+   * user exactly the row's own top-k. Keys/values are projected for the selected keys only.
+   * 'query': each row's own top-k (the training formulation; GemsModel.gatherAttention).
+   */
+  selection?: 'user' | 'query';
+  wantMass?: boolean;
+  /** Rows (beams) per user; rows of a user are consecutive. */
+  rowsPerUser?: number;
 }
 
 /** One cross-attention's keys and values projected once per user. */
@@ -570,13 +599,23 @@ export class GemsModel {
   /**
    * Projects every cross-attention's keys and values (and the indexer's keys) once per user, for repeated decoder
    * calls on the same encoded streams (beam search levels and beams). The result shares `mem` with `enc`.
+   * `lazyMid`: of the mid-term stream only the indexer's keys (decodeStep with selection 'user' projects the
+   * selected keys' keys/values per step instead of all T_mid − T_recent of them).
    */
-  prepare(enc: EncodedStreams): EncodedStreams {
+  prepare(enc: EncodedStreams, opts: { lazyMid?: boolean } = {}): EncodedStreams {
     const proj = new Map<string, ProjectedMemory>();
     const out: EncodedStreams = { B: enc.B, mem: enc.mem, proj };
     const fused = this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated';
+    const lazy = opts.lazyMid === true && this.hasIndexer;
+    if (lazy) {
+      out.indexKeys = new Map();
+      out.midKeysHost = enc.mem.mid!.keys.dataSync() as Float32Array;
+    }
     for (let l = 0; l < this.cfg.decoderLayers; l++) {
-      for (const name of fused ? this.enabledStreams : (['all'] as const)) proj.set(`${l}.${name}`, this.projected(enc, l, name));
+      for (const name of fused ? this.enabledStreams : (['all'] as const)) {
+        if (lazy && name === 'mid') out.indexKeys!.set(l, dense(enc.mem.mid!.keys, this.v(`dec${l}.indexer.wk`)));
+        else proj.set(`${l}.${name}`, this.projected(enc, l, name));
+      }
     }
     return out;
   }
@@ -664,6 +703,141 @@ export class GemsModel {
     let ctx = tf.matMul(probs, split(kv.V)).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
     if (empty.some((x) => x)) {
       const uniform = kv.V.mean(1, true).tile([1, rows, 1]);
+      ctx = tf.where(tf.tensor3d(empty, [U, 1, 1], 'bool').tile([1, rows, hd]), uniform, ctx);
+    }
+    return dense(ctx.reshape([U * R, Lq, hd]), p.wo, p.bo);
+  }
+
+  /**
+   * One incremental decoder step (inference; beam search): runs only the newest position `level` of each of the
+   * B = U·R rows, with the earlier positions' self-attention keys/values taken from `cache` (rows reordered by
+   * `parents`: row i continues the previous step's row parents[i]). Causal decoding makes this exactly the last
+   * position of decode() over the whole prefix. `codes` are the rows' codes of level − 1 (null at level 0).
+   * Returns the next-code log-probabilities [B, sizes[level]] and the extended cache (not kept: the caller keeps it).
+   */
+  decodeStep(enc: EncodedStreams, cache: DecoderCache | null, parents: Int32Array | null, codes: Int32Array | null, level: number, opts: StepOptions): { logp: T; mass?: Float32Array; cache: DecoderCache } {
+    const c = this.cfg;
+    const { d, heads } = c;
+    const R = opts.rowsPerUser ?? 1;
+    const U = enc.B;
+    const B = U * R;
+    const dh = d / heads;
+    if (level > 0 && (!cache || !parents || !codes)) throw new Error('GEMs decodeStep: level > 0 needs the cache, parents and codes');
+    const pos = this.v('dec.pos').slice([level, 0], [1, d]).reshape([1, 1, d]);
+    let h = (level === 0 ? tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d])) : gatherRows(this.v(`code${level - 1}`), codes!).reshape([B, 1, d])).add(pos);
+    const parentIdx = parents ? tf.tensor1d(parents, 'int32') : null;
+    const next: DecoderCache = { K: [], V: [] };
+    const names = this.enabledStreams;
+    const massAcc = opts.wantMass ? new Float32Array(B * names.length) : undefined;
+    const split = (x: T) => x.reshape([B, -1, heads, dh]).transpose([0, 2, 1, 3]);
+    for (let l = 0; l < c.decoderLayers; l++) {
+      const pre = `dec${l}`;
+      const s = this.norm(`${pre}.norm_self`, h);
+      const p = this.attn(`${pre}.self`);
+      let K = dense(s, p.wk, p.bk);
+      let V = dense(s, p.wv, p.bv);
+      if (cache && parentIdx) {
+        K = tf.concat([tf.gather(cache.K[l]!, parentIdx), K], 1);
+        V = tf.concat([tf.gather(cache.V[l]!, parentIdx), V], 1);
+      }
+      next.K.push(K);
+      next.V.push(V);
+      const Q = split(dense(s, p.wq, p.bq));
+      const probs = tf.softmax(tf.matMul(Q, split(K), false, true).mul(1 / Math.sqrt(dh)), -1);
+      h = h.add(dense(tf.matMul(probs, split(V)).transpose([0, 2, 1, 3]).reshape([B, 1, d]), p.wo, p.bo));
+      if (c.fusion === 'sum' || c.fusion === 'gated') {
+        const outs: T[] = [];
+        for (const name of names) {
+          const m = enc.mem[name]!;
+          const q = this.norm(`${pre}.norm_${name}`, h);
+          const pa = this.attn(`${pre}.x_${name}`);
+          const Lk = m.valid.length / U;
+          const lazy = name === 'mid' && enc.indexKeys?.has(l) === true;
+          // Lazy mid-term keys: the per-user path also serves k ≥ keys (it then takes every valid key).
+          const select = name === 'mid' && this.hasIndexer && opts.topK > 0 && (opts.topK < Lk || lazy);
+          if (select && (opts.selection ?? 'query') === 'user') {
+            const kv = lazy ? null : this.projected(enc, l, name);
+            outs.push(this.userTopKAttention(l, q, m, lazy ? enc.indexKeys!.get(l)! : kv!.ki!, kv ?? enc.midKeysHost!, U, R, opts.topK, pa));
+          }
+          else if (lazy) throw new Error(`GEMs decodeStep: mid-term keys/values were not projected (prepare lazyMid) but selection is ${select ? "'query'" : 'off'}`);
+          else if (select) outs.push(this.gatherAttention(l, q, this.projected(enc, l, name), m, U, R, opts.topK, pa));
+          else outs.push(foldedAttention(q, this.projected(enc, l, name), pa, heads, m.bias, U, R));
+        }
+        if (massAcc) accumulateMass(massAcc, outs, names.map((s) => enc.mem[s]!.valid), U, R);
+        h = h.add(this.fuse(pre, h, outs));
+      } else {
+        const m = enc.mem.all!;
+        h = h.add(foldedAttention(this.norm(`${pre}.norm_all`, h), this.projected(enc, l, 'all'), this.attn(`${pre}.x_all`), heads, m.bias, U, R));
+        if (massAcc) fillUsedShares(massAcc, names.map((s) => streamValid(enc, s, U)), U, R);
+      }
+      h = h.add(this.ffn(`${pre}.ffn`, this.norm(`${pre}.norm_ffn`, h), false));
+    }
+    const last = this.norm('dec.out', h).reshape([B, d]);
+    const res: { logp: T; mass?: Float32Array; cache: DecoderCache } = { logp: logSoftmaxLast(this.levelLogits(last, level)), cache: next };
+    if (massAcc) res.mass = normaliseMass(massAcc, B, names.length);
+    return res;
+  }
+
+  /**
+   * Mid-term cross-attention with one top-k key set per user (inference, one query position per row): the indexer
+   * scores every key for every row of the user; keys are ranked by the indexer's attention mass summed over the
+   * rows (Σ_r softmax_j(score_rj) over the valid keys; with a single row, by the row's scores — then this is exactly
+   * the per-query top-k); ties → lower index; all valid keys when there are ≤ k. Only the selected keys are gathered
+   * (`kv` = the projected keys/values, or the raw mid-term keys on the host, then only the selected ones are
+   * projected), so the cost is O(k) per row plus the indexer's O(T) scoring.
+   * A user with no valid key attends uniformly over all (padding) keys, as the masked formulation does.
+   */
+  private userTopKAttention(layer: number, q: T, m: Memory, ki: T, kv: ProjectedMemory | Float32Array, U: number, R: number, k: number, p: AttentionParams): T {
+    const { heads, d } = this.cfg;
+    const ix = this.cfg.indexer;
+    const Lq = q.shape[1]!;
+    const rows = R * Lq;
+    const Lk = m.valid.length / U;
+    const hd = p.wq.shape[1]!;
+    const dh = hd / heads;
+    const qi = dense(q, this.v(`dec${layer}.indexer.wq`)).reshape([U, rows * ix.heads, ix.dim]);
+    const dots = tf.relu(tf.matMul(qi, ki, false, true)).reshape([U * rows, ix.heads, Lk]);
+    const w = dense(q, this.v(`dec${layer}.indexer.ww`)).reshape([U * rows, 1, ix.heads]);
+    const scores = tf.matMul(w, dots).reshape([U, rows, Lk]); // Σ_h w_h · ReLU(q_h · k)
+    // Σ over the user's rows of softmax over its valid keys (as a [1 × rows] · [rows × Lk] product).
+    const mass = () => tf.matMul(tf.ones([U, 1, rows]), tf.softmax(scores.add(m.bias.reshape([U, 1, Lk])), -1));
+    const rank = (rows === 1 ? scores : mass()).dataSync() as Float32Array; // [U, Lk]
+    const validKeys = validKeyLists(m.valid, U);
+    const sel = selectTopK(rank, validKeys, 1, Lk, k); // [U, k], -1 padded
+    const width = Math.max(1, ...validKeys.map((v) => Math.min(k, v.length)));
+    const flat = new Int32Array(U * width);
+    const bias = new Float32Array(U * width).fill(-1e9);
+    const empty = new Uint8Array(U);
+    for (let u = 0; u < U; u++) {
+      if (validKeys[u]!.length === 0) empty[u] = 1;
+      const chosen = Array.from(sel.subarray(u * k, u * k + width)).filter((j) => j >= 0).sort((a, b) => a - b);
+      for (let c = 0; c < width; c++) {
+        const j = chosen[c];
+        flat[u * width + c] = u * Lk + (j ?? 0);
+        if (j !== undefined) bias[u * width + c] = 0;
+      }
+    }
+    const splitH = (x: T) => x.reshape([U, width, heads, dh]).transpose([0, 2, 1, 3]);
+    let Kg: T;
+    let Vg: T;
+    if (!(kv instanceof Float32Array)) {
+      const idx = tf.tensor1d(flat, 'int32');
+      Kg = tf.gather(kv.K.reshape([U * Lk, hd]), idx);
+      Vg = tf.gather(kv.V.reshape([U * Lk, hd]), idx);
+    } else {
+      // Raw mid-term keys of the selected rows (host copy), projected to keys/values here: O(k·d²), not O(T·d²).
+      const raw = new Float32Array(U * width * d);
+      for (let i = 0; i < flat.length; i++) raw.set(kv.subarray(flat[i]! * d, (flat[i]! + 1) * d), i * d);
+      const x = tf.tensor2d(raw, [U * width, d]);
+      Kg = dense(x, p.wk, p.bk);
+      Vg = dense(x, p.wv, p.bv);
+    }
+    const Q = dense(q, p.wq, p.bq).reshape([U, rows, heads, dh]).transpose([0, 2, 1, 3]);
+    const probs = tf.softmax(tf.matMul(Q, splitH(Kg), false, true).mul(1 / Math.sqrt(dh)).add(tf.tensor4d(bias, [U, 1, 1, width])), -1);
+    let ctx = tf.matMul(probs, splitH(Vg)).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
+    if (empty.some((x) => x)) {
+      // Uniform attention over all keys: the mean of the values = the projection of the mean key (linear).
+      const uniform = (kv instanceof Float32Array ? dense(m.keys.mean(1, true), p.wv, p.bv) : kv.V.mean(1, true)).tile([1, rows, 1]);
       ctx = tf.where(tf.tensor3d(empty, [U, 1, 1], 'bool').tile([1, rows, hd]), uniform, ctx);
     }
     return dense(ctx.reshape([U * R, Lq, hd]), p.wo, p.bo);
@@ -815,6 +989,22 @@ function indexerKl(probs: T, scores: T, valid: Uint8Array, B: number, Lq: number
   }
   const kl = p.mul(logp.sub(logq)).sum(-1).mul(tf.tensor2d(rowValid, [B, Lq]));
   return kl.sum().div(Math.max(1, count));
+}
+
+const validKeyCache = new WeakMap<Uint8Array, number[][]>();
+
+/** Per user, the indices of its valid keys (cached per validity array: memories are reused across beam levels). */
+function validKeyLists(valid: Uint8Array, U: number): number[][] {
+  const hit = validKeyCache.get(valid);
+  if (hit && hit.length === U) return hit;
+  const Lk = valid.length / U;
+  const lists = Array.from({ length: U }, (_, u) => {
+    const out: number[] = [];
+    for (let j = 0; j < Lk; j++) if (valid[u * Lk + j]) out.push(j);
+    return out;
+  });
+  validKeyCache.set(valid, lists);
+  return lists;
 }
 
 /**

@@ -56,6 +56,10 @@ export interface RecommendOptions {
   exclude?: (Set<number> | null)[];
   /** Per user, a precomputed lifecycle summary (M × dim, e.g. from the memory store); null = summarise the events. */
   lifecycle?: (LifecycleSummary | null)[];
+  /** Indexer selection in beam search ('query' default: per beam, as trained; 'user': one key set per user and level). */
+  selection?: 'user' | 'query';
+  /** When given, filled with the wall time of the phases (ms): input cutting, stream encoding, beam search. */
+  timing?: { inputMs: number; encodeMs: number; searchMs: number };
 }
 
 export interface Recommendation {
@@ -80,10 +84,14 @@ export function recommend(loaded: LoadedGems, inputs: History[], k: number, opti
     return s.size ? s : null;
   });
   const topK = options.topK ?? servingTopK(loaded);
+  const t0 = performance.now();
   const batch = batchFromInputs(ctx, inputs, options.lifecycle);
   return scoped(() => {
+    const t1 = performance.now();
     const enc = model.encode(batch, false);
-    const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true });
+    const t2 = performance.now();
+    const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true, selection: options.selection });
+    if (options.timing) Object.assign(options.timing, { inputMs: t1 - t0, encodeMs: t2 - t1, searchMs: performance.now() - t2 });
     const names = model.enabledStreams;
     return out.users.map((u, b) => {
       const mass: Partial<Record<StreamName, number>> = {};
