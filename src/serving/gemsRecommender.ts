@@ -141,7 +141,7 @@ export class GemsRecommender implements RecommenderModel {
     // recommend() takes one k / beam / top-k per call: group users that share them (usually all of them).
     const groups = new Map<string, number[]>();
     inputs.forEach((x, i) => {
-      const key = `${x.options.beam ?? ''}|${x.options.indexerTopK ?? ''}`;
+      const key = `${x.options.beam ?? ''}|${x.options.indexerTopK ?? ''}|${x.options.indexerSelection ?? ''}`;
       let g = groups.get(key);
       if (!g) groups.set(key, (g = []));
       g.push(i);
@@ -172,7 +172,7 @@ export class GemsRecommender implements RecommenderModel {
       });
       let recs;
       try {
-        recs = recommend(this.loaded, histories, k, { beam: first.options.beam, topK: first.options.indexerTopK, exclude });
+        recs = recommend(this.loaded, histories, k, { beam: first.options.beam, topK: first.options.indexerTopK, selection: first.options.indexerSelection, exclude });
       } finally {
         this.summarizer.current.clear();
       }

@@ -18,6 +18,11 @@ export interface RecommendOptions {
   beam?: number;
   /** Mid-term keys the indexer selects (0 = full attention); undefined = the model's configured top-k. */
   indexerTopK?: number;
+  /**
+   * Indexer selection: 'query' (default) each beam its own top-k, as trained; 'user' one key set per user shared by
+   * its beams — cheaper, not the trained formulation (src/model/beam.ts).
+   */
+  indexerSelection?: 'query' | 'user';
 }
 
 /** One user's request as the model sees it: the events as of now cut into streams, and the stored memory. */

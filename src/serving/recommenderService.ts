@@ -83,7 +83,7 @@ export class InvalidRequest extends Error {
 }
 
 export type HistoryMode = 'store' | 'request' | 'merge';
-export const OPTION_KEYS = ['exclude_seen', 'beam', 'indexer_top_k', 'history'] as const;
+export const OPTION_KEYS = ['exclude_seen', 'beam', 'indexer_top_k', 'indexer_selection', 'history'] as const;
 
 export interface ParsedRequest {
   userId: number;
@@ -121,6 +121,10 @@ export function parseRequest(req: GetRecommendationsRequest, limits: { maxK: num
         break;
       case 'indexer_top_k':
         options.indexerTopK = intOption(key, raw, 0, limits.maxEvents);
+        break;
+      case 'indexer_selection':
+        if (raw !== 'query' && raw !== 'user') throw new InvalidRequest(`options.indexer_selection: '${raw}' is not query|user`);
+        options.indexerSelection = raw;
         break;
       case 'history':
         if (raw !== 'store' && raw !== 'request' && raw !== 'merge') throw new InvalidRequest(`options.history: '${raw}' is not request|merge|store`);

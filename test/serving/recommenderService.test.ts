@@ -199,6 +199,7 @@ describe('GetRecommendations with the popularity (cold-start) model', () => {
       [{ userId: 1000, k: 5, options: { colour: 'red' } }, /options.colour: unknown option/],
       [{ userId: 1000, k: 5, options: { beam: 'wide' } }, /options.beam/],
       [{ userId: 1000, k: 5, options: { exclude_seen: 'maybe' } }, /options.exclude_seen/],
+      [{ userId: 1000, k: 5, options: { indexer_selection: 'beam' } }, /options.indexer_selection: 'beam' is not query\|user/],
       [{ userId: 1000, k: 5, recentEvents: [{ itemId: 10 }, { itemId: -3 }] }, /recent_events\[1\].item_id/],
       [{ userId: 1000, k: 5, recentEvents: [{ itemId: 10, tsMs: 2000 }, { itemId: 11, tsMs: 1000 }] }, /recent_events\[1\].ts_ms.*oldest first/],
       [{ userId: 1000, k: 5, recentEvents: Array.from({ length: 13 }, () => ({ itemId: 10 })) }, /recent_events has 13 events, the limit is streams.tMid = 12/],
@@ -237,6 +238,8 @@ describe('GetRecommendations with a GEMs checkpoint', () => {
     const short = await client.recommend({ userId: SHORT_USER, k: 4 });
     expect(short.coldStart).toBe(true);
     expect(short.items[0]!.semanticId).toHaveLength(3); // cold-start answers carry the checkpoint's Semantic IDs
+    // The per-user indexer selection (opt-in) answers through the same path.
+    expectValid(await client.recommend({ userId: h.userId, k: 6, options: { indexer_selection: 'user', indexer_top_k: '2' } }), 6, new Set(h.itemId));
   });
 
   it('batching: concurrent callers with different users each get their own answer, in batches > 1', async () => {
