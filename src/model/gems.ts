@@ -45,6 +45,12 @@ export interface GemsModelConfig {
    * encoded window serves a target at every position); absent in older checkpoints = bidirectional.
    */
   recentCausal?: boolean;
+  /**
+   * The decoder's BOS token carries the recent encoder's output at the newest input event (the user's state, as
+   * SASRec predicts from it), so the decoder starts from the user and not only from what cross-attention finds.
+   * Needs a causal recent encoder; absent in older checkpoints = plain BOS.
+   */
+  bosFromRecent?: boolean;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
   lifecycle: { slots: number; inDim: number; layers: number };
@@ -67,6 +73,7 @@ export function defaultGemsConfig(numItems: number, sizes: number[], over: Parti
     tMid: 512,
     recentLayers: 2,
     recentCausal: true,
+    bosFromRecent: true,
     decoderLayers: 2,
     indexer: { heads: 2, dim: 16, topK: 64, klWeight: 1 },
     lifecycle: { slots: 32, inDim: 32, layers: 1 },
@@ -514,10 +521,28 @@ export class GemsModel {
 
   // ---- decoder ----------------------------------------------------------------------------------------------
 
-  /** Decoder input embeddings for prefixes: `codes` is B × (len-1) (the codes after BOS). */
-  private decoderInput(codes: Int32Array, B: number, len: number): T {
+  /**
+   * What the BOS position adds to `dec.bos` (bosFromRecent): per decoder row, the recent encoder's output at the
+   * newest event it may see — window row i in dense training (`perUser` rows a user), else the last position (the
+   * newest recent event; zero for a user without recent events), repeated for the user's `rowsPerUser` rows.
+   */
+  private bosState(enc: EncodedStreams, rowsPerUser: number, perUser?: number): T | null {
+    const m = enc.mem.recent;
+    if (!this.cfg.bosFromRecent || !this.cfg.recentCausal || !m) return null;
+    const { d, tRecent: T } = this.cfg;
+    const U = enc.B;
+    if (perUser !== undefined) return m.keys.reshape([U * perUser, 1, d]);
+    const present = Float32Array.from({ length: U }, (_, u) => m.valid[u * T + T - 1]!);
+    const last = m.keys.slice([0, T - 1, 0], [U, 1, d]).mul(tf.tensor3d(present, [U, 1, 1]));
+    if (rowsPerUser === 1) return last;
+    return tf.gather(last, tf.tensor1d(Int32Array.from({ length: U * rowsPerUser }, (_, i) => Math.floor(i / rowsPerUser)), 'int32'));
+  }
+
+  /** Decoder input embeddings for prefixes: `codes` is B × (len-1) (the codes after BOS); `state` is added to BOS. */
+  private decoderInput(codes: Int32Array, B: number, len: number, state: T | null = null): T {
     const { d } = this.cfg;
-    const parts: T[] = [tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d]))];
+    const bos = tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d]));
+    const parts: T[] = [state ? bos.add(state) : bos];
     for (let p = 1; p < len; p++) {
       const col = Int32Array.from({ length: B }, (_, b) => codes[b * (len - 1) + (p - 1)]!);
       parts.push(gatherRows(this.v(`code${p - 1}`), col).reshape([B, 1, d]));
@@ -541,7 +566,7 @@ export class GemsModel {
     const Lq = P * len;
     const fold = (q: T) => (dense ? q.reshape([U, Lq, c.d]) : q);
     const unfold = (o: T) => (dense ? o.reshape([B, len, c.d]) : o);
-    let h = this.drop(this.decoderInput(codes, B, len), opts.training);
+    let h = this.drop(this.decoderInput(codes, B, len, this.bosState(enc, R, dense?.perUser)), opts.training);
     const kls: T[] = [];
     const names = this.enabledStreams;
     const massAcc = opts.wantMass ? new Float32Array(B * names.length) : undefined;
@@ -724,7 +749,7 @@ export class GemsModel {
     const dh = d / heads;
     if (level > 0 && (!cache || !parents || !codes)) throw new Error('GEMs decodeStep: level > 0 needs the cache, parents and codes');
     const pos = this.v('dec.pos').slice([level, 0], [1, d]).reshape([1, 1, d]);
-    let h = (level === 0 ? tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d])) : gatherRows(this.v(`code${level - 1}`), codes!).reshape([B, 1, d])).add(pos);
+    let h = (level === 0 ? this.decoderInput(new Int32Array(0), B, 1, this.bosState(enc, R)) : gatherRows(this.v(`code${level - 1}`), codes!).reshape([B, 1, d]).add(pos));
     const parentIdx = parents ? tf.tensor1d(parents, 'int32') : null;
     const next: DecoderCache = { K: [], V: [] };
     const names = this.enabledStreams;
