@@ -505,19 +505,23 @@ export class GemsModel {
   /** Additive mask [B,1,Lq,Lk] keeping each query's top-k valid keys by indexer score (a constant: no gradient). */
   static topKBias(scores: Float32Array, valid: Uint8Array, B: number, Lq: number, Lk: number, k: number): T {
     const out = new Float32Array(B * Lq * Lk).fill(-1e9);
-    const idx: number[] = [];
-    for (let b = 0; b < B; b++) {
-      for (let q = 0; q < Lq; q++) {
-        const base = (b * Lq + q) * Lk;
-        idx.length = 0;
-        for (let j = 0; j < Lk; j++) if (valid[b * Lk + j]) idx.push(j);
-        if (idx.length > k) idx.sort((x, y) => scores[base + y]! - scores[base + x]! || x - y);
-        const keep = Math.min(k, idx.length);
-        for (let i = 0; i < keep; i++) out[base + idx[i]!] = 0;
+    const validKeys = Array.from({ length: B }, (_, b) => {
+      const keys: number[] = [];
+      for (let j = 0; j < Lk; j++) if (valid[b * Lk + j]) keys.push(j);
+      return keys;
+    });
+    // Quickselect per row (selectTopK), not a sort: dense training has B·T_recent·W query rows per batch.
+    const kk = Math.min(k, Lk);
+    const sel = selectTopK(scores, validKeys, Lq, Lk, kk);
+    for (let r = 0; r < B * Lq; r++) {
+      for (let i = 0; i < kk; i++) {
+        const j = sel[r * kk + i]!;
+        if (j >= 0) out[r * Lk + j] = 0;
       }
     }
     return tf.tensor4d(out, [B, 1, Lq, Lk]);
   }
+
 
   // ---- decoder ----------------------------------------------------------------------------------------------
 

@@ -129,3 +129,27 @@ describe('GEMs model', () => {
     }
   });
 });
+
+describe('GemsModel.topKBias', () => {
+  it('keeps each row’s k highest-scoring valid keys, ties to the lower index (same as sorting)', () => {
+    const B = 3;
+    const Lq = 5;
+    const Lk = 17;
+    // Scores on a coarse grid so ties are common; user 2 has fewer valid keys than k.
+    const scores = Float32Array.from({ length: B * Lq * Lk }, (_, i) => Math.round(Math.sin(i * 12.9898) * 3));
+    const valid = Uint8Array.from({ length: B * Lk }, (_, i) => (Math.floor(i / Lk) === 2 ? (i % Lk < 4 ? 1 : 0) : i % 5 === 3 ? 0 : 1));
+    for (const k of [1, 3, 6, 40]) {
+      const got = scoped(() => Array.from(GemsModel.topKBias(scores, valid, B, Lq, Lk, k).dataSync()));
+      const want = new Array<number>(B * Lq * Lk).fill(-1e9);
+      for (let b = 0; b < B; b++) {
+        for (let q = 0; q < Lq; q++) {
+          const base = (b * Lq + q) * Lk;
+          const idx = Array.from({ length: Lk }, (_, j) => j).filter((j) => valid[b * Lk + j]);
+          idx.sort((x, y) => scores[base + y]! - scores[base + x]! || x - y);
+          for (const j of idx.slice(0, k)) want[base + j] = 0;
+        }
+      }
+      expect(got).toEqual(want);
+    }
+  });
+});
