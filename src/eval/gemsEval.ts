@@ -20,7 +20,13 @@ export interface ListRun {
 }
 
 /** Ranked lists (k items) for inputs, in batches; `exclude` per input (or null). */
-export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts: { batchSize?: number; exclude?: (Set<number> | null)[]; topK?: number; task?: string }): ListRun {
+/** How to run the mid-term attention in evaluation: indexer top-k (default: servingTopK) and its selection. */
+export interface EvalAttention {
+  topK?: number;
+  selection?: 'query' | 'user';
+}
+
+export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts: { batchSize?: number; exclude?: (Set<number> | null)[]; task?: string } & EvalAttention): ListRun {
   const { model, sid, ctx } = loaded;
   const bs = opts.batchSize ?? 8;
   const topK = opts.topK ?? servingTopK(loaded);
@@ -30,7 +36,7 @@ export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts
   for (let i = 0; i < inputs.length; i += bs) {
     const part = inputs.slice(i, i + bs);
     const batch = batchFromInputs(ctx, part);
-    const out = scoped(() => beamSearch(model, sid, model.encode(batch, false), { k, exclude: opts.exclude?.slice(i, i + bs), topK }));
+    const out = scoped(() => beamSearch(model, sid, model.encode(batch, false), { k, exclude: opts.exclude?.slice(i, i + bs), topK, selection: opts.selection }));
     for (const u of out.users) {
       items.push(u.items);
       codes.push(u.codes);
@@ -49,7 +55,7 @@ export interface GemsLooResult {
 }
 
 /** Leave-one-out on full histories (last = test, second-to-last = valid), as the ID baseline's protocol. */
-export function evaluateGemsLeaveOneOut(loaded: LoadedGems, histories: History[], split: 'valid' | 'test', ks = [10, 50, 200], opts: { batchSize?: number; topK?: number } = {}): GemsLooResult {
+export function evaluateGemsLeaveOneOut(loaded: LoadedGems, histories: History[], split: 'valid' | 'test', ks = [10, 50, 200], opts: { batchSize?: number } & EvalAttention = {}): GemsLooResult {
   const t0 = performance.now();
   const users = histories.filter((h) => h.length >= 3);
   const cut = split === 'test' ? 1 : 2;
@@ -91,7 +97,7 @@ export interface LifelongResult {
  * Recall@K / NDCG@K and HRecall@ℓ@K for targets (each input = the user's events before the target position).
  * With one relevant item per target, Recall@K equals HR@K.
  */
-export function evaluateLifelong(loaded: LoadedGems, histories: Map<number, History>, targets: LifelongTarget[], ks = [10, 100, 500], opts: { batchSize?: number; topK?: number } = {}): LifelongResult {
+export function evaluateLifelong(loaded: LoadedGems, histories: Map<number, History>, targets: LifelongTarget[], ks = [10, 100, 500], opts: { batchSize?: number } & EvalAttention = {}): LifelongResult {
   const t0 = performance.now();
   const W = loaded.model.W;
   const usable = targets.filter((t) => histories.has(t.userId) && t.position >= 1 && loaded.sid.rowOf(t.itemId) >= 0);

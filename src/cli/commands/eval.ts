@@ -8,7 +8,7 @@ import type { Command } from '../command.js';
 import { initBackend } from '../../compute/backend.js';
 import { resolvedPaths } from '../../config/config.js';
 import { generatedPaths } from '../../data/generator/write.js';
-import { evaluateGemsLeaveOneOut, evaluateLifelong } from '../../eval/gemsEval.js';
+import { evaluateGemsLeaveOneOut, evaluateLifelong, type EvalAttention } from '../../eval/gemsEval.js';
 import { evaluateLeaveOneOut, type Split } from '../../eval/leaveOneOut.js';
 import { ML1M_REFERENCE, writeReport, type ResultRow } from '../../eval/report.js';
 import { loadSequences } from '../../eval/sequences.js';
@@ -24,6 +24,8 @@ export const command: Command = {
   usage: `gems eval --checkpoint DIR [--checkpoint DIR …] | --run NAME [--run NAME …]
           [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N]
           [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
+          [--top-k N] (GEMs mid-term indexer top-k; 0 = full attention; default: what serving uses)
+          [--indexer-selection query|user] (each beam its own top-k, as trained (default), or one set per user)
   A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
   (default out: <dataDir>/runs/<first run name>).`,
   async run({ config, args, out, log }) {
@@ -35,6 +37,15 @@ export const command: Command = {
     if (split !== 'test' && split !== 'valid') throw new UsageError(`--split must be test or valid`);
     const protocol = flagString(args, 'protocol', existsSync(generatedPaths(config.dataDir).truth) ? 'lifelong' : 'loo');
     const maxUsers = args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined;
+    // Mid-term attention of the GEMs rows: --top-k N (0 = full attention; default: what serving uses) and
+    // --indexer-selection query|user (default query, as trained).
+    const attention: EvalAttention = {};
+    if (args.flags['top-k'] !== undefined) attention.topK = flagNumber(args, 'top-k');
+    if (args.flags['indexer-selection'] !== undefined) {
+      const sel = flagString(args, 'indexer-selection');
+      if (sel !== 'query' && sel !== 'user') throw new UsageError(`--indexer-selection must be query|user, got '${sel}'`);
+      attention.selection = sel;
+    }
     await initBackend();
     const rows: ResultRow[] = [];
     const details: Record<string, unknown> = { checkpoints: dirs, split, protocol };
@@ -61,13 +72,13 @@ export const command: Command = {
         const loaded = loadGems(dir, checkpointLifecycleSummarizer(dir));
         const hs = await getHistories();
         if (protocol === 'loo') {
-          const res = evaluateGemsLeaveOneOut(loaded, hs, split, [10, 50, 200], { batchSize: flagNumber(args, 'batch', 8) });
+          const res = evaluateGemsLeaveOneOut(loaded, hs, split, [10, 50, 200], { batchSize: flagNumber(args, 'batch', 8), ...attention });
           rows.push({ name: `${label} (filtered)`, metrics: res.filtered }, { name: `${label} (unfiltered)`, metrics: res.unfiltered });
           details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
         } else {
           const truth = readTruth(generatedPaths(config.dataDir).truth);
           const byUser = new Map(hs.map((h) => [h.userId, h] as const));
-          const res = evaluateLifelong(loaded, byUser, truth, [10, 100, 500], { batchSize: flagNumber(args, 'batch', 8) });
+          const res = evaluateLifelong(loaded, byUser, truth, [10, 100, 500], { batchSize: flagNumber(args, 'batch', 8), ...attention });
           rows.push({ name: `${label} all targets`, metrics: res.overall }, { name: `${label} dormant`, metrics: res.dormant }, { name: `${label} current`, metrics: res.current });
           details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
         }
