@@ -2,10 +2,10 @@
 // no history/memory store reads) for one user at history lengths 1k, 10k, 100k of the generated lifelong set, k = 100
 // (beam 100), for these variants in the same run (they take turns request by request):
 //   gems_indexer       GEMs (recent + mid-term + lifecycle), mid-term cross-attention over the indexer's top-k keys:
-//                      one key set per user and decoder step shared by its beams (opt-in selection 'user'); only the
-//                      selected keys' keys/values are projected
-//   gems_indexer_query the same with each beam's own top-k (the training formulation and beam search's default),
-//                      gathered per user as the union of its beams' keys with the others masked
+//                      one key set per user and decoder step shared by its beams (beam search's default selection
+//                      'user'); only the selected keys' keys/values are projected
+//   gems_indexer_query the same with each beam's own top-k (the training formulation), gathered per user as the
+//                      union of its beams' keys with the others masked (informational)
 //   gems_bruteforce    the same model and weights, full attention over all T_mid − T_recent mid-term keys
 //   single_stream      one stream = the last T_mid events (behavior encoder + positions, no self-attention layers),
 //                      decoder cross-attention with full attention over all of them

@@ -784,7 +784,7 @@ export class GemsModel {
           const lazy = name === 'mid' && enc.indexKeys?.has(l) === true;
           // Lazy mid-term keys: the per-user path also serves k ≥ keys (it then takes every valid key).
           const select = name === 'mid' && this.hasIndexer && opts.topK > 0 && (opts.topK < Lk || lazy);
-          if (select && (opts.selection ?? 'query') === 'user') {
+          if (select && (opts.selection ?? 'user') === 'user') {
             const kv = lazy ? null : this.projected(enc, l, name);
             outs.push(this.userTopKAttention(l, q, m, lazy ? enc.indexKeys!.get(l)! : kv!.ki!, kv ?? enc.midKeysHost!, U, R, opts.topK, pa));
           }

@@ -19,8 +19,8 @@ export interface RecommendOptions {
   /** Mid-term keys the indexer selects (0 = full attention); undefined = the model's configured top-k. */
   indexerTopK?: number;
   /**
-   * Indexer selection: 'query' (default) each beam its own top-k, as trained; 'user' one key set per user shared by
-   * its beams — cheaper, not the trained formulation (src/model/beam.ts).
+   * Indexer selection: 'user' (default) one key set per user shared by its beams, the fast one; 'query' each beam
+   * its own top-k, as trained (src/model/beam.ts).
    */
   indexerSelection?: 'query' | 'user';
 }

@@ -58,7 +58,9 @@ describe('GEMs training', () => {
     // Recall@1 on the last (trained) target of every user, through the saved checkpoint and beam search.
     const loaded = loadGems(res.bestDir);
     const inputs = histories.map((h) => sliceHistory(h, 0, h.length - 1));
-    const recs = recommend(loaded, inputs, 1, { beam: 4 });
+    // Per-beam top-k, the formulation stage 3 trained: the default per-user key set of serving is a different
+    // approximation, and with k = 3 of 8 keys and 4 beams it can miss a user on this fixture.
+    const recs = recommend(loaded, inputs, 1, { beam: 4, selection: 'query' });
     const hits = recs.filter((r, u) => r.items[0] === histories[u]!.itemId[histories[u]!.length - 1]).length;
     expect(hits / histories.length).toBe(1);
     res.model.params.dispose();

@@ -25,7 +25,7 @@ export const command: Command = {
           [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N]
           [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
           [--top-k N] (GEMs mid-term indexer top-k; 0 = full attention; default: what serving uses)
-          [--indexer-selection query|user] (each beam its own top-k, as trained (default), or one set per user)
+          [--indexer-selection user|query] (one top-k set per user, as served (default), or each beam its own)
   A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
   (default out: <dataDir>/runs/<first run name>).`,
   async run({ config, args, out, log }) {
@@ -38,7 +38,7 @@ export const command: Command = {
     const protocol = flagString(args, 'protocol', existsSync(generatedPaths(config.dataDir).truth) ? 'lifelong' : 'loo');
     const maxUsers = args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined;
     // Mid-term attention of the GEMs rows: --top-k N (0 = full attention; default: what serving uses) and
-    // --indexer-selection query|user (default query, as trained).
+    // --indexer-selection user|query (default user, as served).
     const attention: EvalAttention = {};
     if (args.flags['top-k'] !== undefined) attention.topK = flagNumber(args, 'top-k');
     if (args.flags['indexer-selection'] !== undefined) {
