@@ -4,22 +4,18 @@
 // mid-term path (only the selected keys projected) equal to gathering from the projected keys.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
-import { ChunkMeanSummarizer } from '../../src/model/features.js';
 import { beamSearch } from '../../src/model/beam.js';
 import { GemsModel, type DecoderCache, type StepOptions } from '../../src/model/gems.js';
 import { scoped } from '../../src/model/ops.js';
-import { batchFromInputs, makeSampleContext } from '../../src/train/samples.js';
-import { fixtureSid, historyOf, ringHistories, tinyConfig } from './fixture.js';
+import { batchFromInputs } from '../../src/train/samples.js';
+import { historyOf, ringHistories, tinyModel } from './fixture.js';
 
 beforeAll(async () => {
   await initBackend();
 });
 
 function setup(over = {}) {
-  const sid = fixtureSid();
-  const cfg = tinyConfig({ tMid: 24, decoderLayers: 2, ...over }); // 20 mid-term keys
-  const model = new GemsModel(cfg);
-  const ctx = makeSampleContext(cfg, sid, new ChunkMeanSummarizer(sid, cfg.lifecycle.slots));
+  const { sid, model, ctx } = tinyModel({ tMid: 24, decoderLayers: 2, ...over }); // 20 mid-term keys
   // Three users with full streams, one with 10 events (6 of 20 mid-term keys valid: fewer than some k, so padded
   // slots), one with only 2 events (no mid-term keys).
   const hs = [...ringHistories(3, 40), historyOf(8, [10, 12, 14, 16, 18, 20, 22, 24, 26, 28]), historyOf(9, [10, 11])];

@@ -4,23 +4,15 @@
 // reach the held-out events.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
-import { ChunkMeanSummarizer } from '../../src/model/features.js';
 import { GemsModel, type GemsModelConfig } from '../../src/model/gems.js';
-import { batchFromSamples, denseBatchFromWindows, makeSampleContext, trainingWindows } from '../../src/train/samples.js';
-import { historyOf, ringHistories, tinyConfig } from './fixture.js';
-import { fixtureSid } from './fixture.js';
+import { batchFromSamples, denseBatchFromWindows, trainingWindows } from '../../src/train/samples.js';
+import { historyOf, ringHistories, tinyConfig, tinyModel } from './fixture.js';
 
 beforeAll(async () => {
   await initBackend();
 });
 
-function setup(over: Partial<GemsModelConfig> = {}) {
-  const sid = fixtureSid();
-  const cfg = tinyConfig({ tRecent: 6, tMid: 14, ...over });
-  const model = new GemsModel(cfg);
-  const ctx = makeSampleContext(cfg, sid, new ChunkMeanSummarizer(sid, cfg.lifecycle.slots));
-  return { sid, cfg, model, ctx };
-}
+const setup = (over: Partial<GemsModelConfig> = {}) => tinyModel({ tRecent: 6, tMid: 14, ...over });
 
 const stage3 = (model: GemsModel) => ({ training: false, indexerLoss: true, topK: model.cfg.indexer.topK });
 

@@ -1,7 +1,11 @@
 // Small deterministic fixtures for the model tests: synthetic histories with learnable structure, a simple
 // Semantic-ID assignment, and a tiny GEMs configuration that trains in seconds on the wasm backend.
 import type { History } from '../../src/data/events.js';
-import { defaultGemsConfig, type GemsModelConfig } from '../../src/model/gems.js';
+import { ChunkMeanSummarizer } from '../../src/model/features.js';
+import { defaultGemsConfig, GemsModel, type GemsModelConfig } from '../../src/model/gems.js';
+import type { LoadedGems } from '../../src/model/recommend.js';
+import type { CheckpointMeta } from '../../src/train/checkpoint.js';
+import { makeSampleContext } from '../../src/train/samples.js';
 import { simpleSemanticIds, type SemanticIds } from '../../src/model/sid.js';
 import { Rng } from '../../src/util/random.js';
 
@@ -66,4 +70,15 @@ export function tinyConfig(over: Partial<GemsModelConfig> = {}): GemsModelConfig
     lifecycle: { slots: 4, inDim: 8, layers: 1 },
     ...over,
   };
+}
+
+/** An untrained tiny GEMs model with the chunk-mean lifecycle summary, its sample context, and it as a LoadedGems. */
+export function tinyModel(over: Partial<GemsModelConfig> = {}) {
+  const sid = fixtureSid();
+  const cfg = tinyConfig(over);
+  const model = new GemsModel(cfg);
+  const summarizer = new ChunkMeanSummarizer(sid, cfg.lifecycle.slots);
+  const ctx = makeSampleContext(cfg, sid, summarizer);
+  const loaded: LoadedGems = { dir: '(test)', meta: {} as CheckpointMeta, model, sid, summarizer, ctx };
+  return { sid, cfg, model, summarizer, ctx, loaded };
 }

@@ -2,23 +2,16 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
 import { sliceHistory } from '../../src/data/events.js';
 import { beamSearch } from '../../src/model/beam.js';
-import { ChunkMeanSummarizer } from '../../src/model/features.js';
 import { GemsModel } from '../../src/model/gems.js';
 import { scoped } from '../../src/model/ops.js';
-import { batchFromInputs, batchFromSamples, makeSampleContext } from '../../src/train/samples.js';
-import { fixtureSid, historyOf, ringHistories, tinyConfig } from './fixture.js';
+import { batchFromInputs, batchFromSamples } from '../../src/train/samples.js';
+import { historyOf, ringHistories, tinyModel } from './fixture.js';
 
 beforeAll(async () => {
   await initBackend();
 });
 
-function setup(over = {}) {
-  const sid = fixtureSid();
-  const cfg = tinyConfig(over);
-  const model = new GemsModel(cfg);
-  const ctx = makeSampleContext(cfg, sid, new ChunkMeanSummarizer(sid, cfg.lifecycle.slots));
-  return { sid, cfg, model, ctx };
-}
+const setup = tinyModel;
 
 describe('GEMs model', () => {
   it('never sees the future: changing events at/after the target leaves the prediction unchanged', () => {

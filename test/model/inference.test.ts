@@ -3,29 +3,18 @@
 // transpose-flag matMul / fused ops used by training.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
-import { ChunkMeanSummarizer } from '../../src/model/features.js';
-import { GemsModel } from '../../src/model/gems.js';
 import { matMul2d, scoped } from '../../src/model/ops.js';
-import { recommend, type LoadedGems } from '../../src/model/recommend.js';
+import { recommend } from '../../src/model/recommend.js';
 import { SasRec } from '../../src/model/sasrec.js';
 import { softmaxCrossEntropy } from '../../src/compute/ops.js';
-import type { CheckpointMeta } from '../../src/train/checkpoint.js';
-import { batchFromInputs, makeSampleContext } from '../../src/train/samples.js';
-import { fixtureSid, historyOf, ITEM_IDS, ringHistories, tinyConfig } from './fixture.js';
+import { batchFromInputs } from '../../src/train/samples.js';
+import { historyOf, ITEM_IDS, ringHistories, tinyModel } from './fixture.js';
 
 beforeAll(async () => {
   await initBackend();
 });
 
-function setup(over = {}) {
-  const sid = fixtureSid();
-  const cfg = tinyConfig(over);
-  const model = new GemsModel(cfg);
-  const summarizer = new ChunkMeanSummarizer(sid, cfg.lifecycle.slots);
-  const ctx = makeSampleContext(cfg, sid, summarizer);
-  const loaded: LoadedGems = { dir: '(test)', meta: {} as CheckpointMeta, model, sid, summarizer, ctx };
-  return { sid, cfg, model, ctx, loaded };
-}
+const setup = tinyModel;
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length);
