@@ -108,7 +108,10 @@ export function heldOutSamples(histories: History[], split: 'valid' | 'test', si
  * Dense training windows of one epoch: a window is named by its last target t (Sample {user, t}); its input is the
  * events [max(0, t − T_recent), t) and its targets are the events after each of them, up to t. Per user the newest
  * window (ending at the newest training target) always comes, then up to `perUser − 1` older non-overlapping ones,
- * drawn at random (seeded) among all of them, so long histories are covered over epochs. Windows whose last target
+ * drawn at random (seeded) among all of them, so long histories are covered over epochs. The older windows are
+ * shifted by a random offset in [0, T_recent) per user and seed (they may overlap the newest one): a target's
+ * context is split between the recent and mid-term streams differently from epoch to epoch, and the full-window
+ * split that serving uses falls on every target over epochs, not only on the same few. Windows whose last target
  * sits before `minInput` are skipped.
  */
 export function trainingWindows(histories: History[], opts: { perUser: number; tRecent: number; heldOut: number; seed: number; minInput?: number; testStart?: Int32Array }): Sample[] {
@@ -118,9 +121,11 @@ export function trainingWindows(histories: History[], opts: { perUser: number; t
     const end = opts.testStart ? opts.testStart[u]! - 1 : h.length - opts.heldOut;
     const newest = end - 1;
     if (newest < lo) return;
-    const older: number[] = [];
-    for (let t = newest - opts.tRecent; t >= lo; t -= opts.tRecent) older.push(t);
     const rng = new Rng(opts.seed).fork(u);
+    const shift = rng.int(opts.tRecent);
+    const older: number[] = [];
+    // Only when the newest window leaves older targets (≥ minInput) uncovered.
+    if (newest - opts.tRecent >= lo) for (let t = newest - opts.tRecent + shift; t >= lo; t -= opts.tRecent) if (t < newest) older.push(t);
     rng.shuffle(older);
     const picks = [newest, ...older.slice(0, Math.max(0, opts.perUser - 1))].sort((a, b) => a - b);
     for (const t of picks) out.push({ user: u, t });

@@ -62,16 +62,23 @@ describe('dense GEMs training', () => {
     }
   });
 
-  it('windows end at the newest training target, never overlap, and skip the held-out events', () => {
+  it('windows end at the newest training target, older ones never overlap each other, are shifted per seed, and skip the held-out events', () => {
     const hs = ringHistories(4, 50);
     const ws = trainingWindows(hs, { perUser: 3, tRecent: 6, heldOut: 2, seed: 5 });
     for (let u = 0; u < hs.length; u++) {
       const mine = ws.filter((w) => w.user === u).map((w) => w.t);
       expect(mine.length).toBe(3);
       expect(Math.max(...mine)).toBe(50 - 3); // last training target: events 48, 49 are held out
-      const sorted = [...mine].sort((a, b) => a - b);
-      for (let k = 1; k < sorted.length; k++) expect(sorted[k]! - sorted[k - 1]!).toBeGreaterThanOrEqual(6);
+      const older = [...mine].sort((a, b) => a - b).slice(0, -1);
+      for (let k = 1; k < older.length; k++) expect(older[k]! - older[k - 1]!).toBeGreaterThanOrEqual(6);
     }
+    // Over seeds the older windows' ends take every offset from the newest one (mod T_recent), so every target is
+    // sometimes the full-window row.
+    const offsets = new Set<number>();
+    for (let seed = 0; seed < 40; seed++) {
+      for (const w of trainingWindows(hs, { perUser: 3, tRecent: 6, heldOut: 2, seed })) if (w.user === 0 && w.t < 47) offsets.add((47 - w.t) % 6);
+    }
+    expect(offsets.size).toBe(6);
     // Same seed, same windows; another seed draws other older windows.
     expect(trainingWindows(hs, { perUser: 3, tRecent: 6, heldOut: 2, seed: 5 })).toEqual(ws);
     expect(trainingWindows(hs, { perUser: 3, tRecent: 6, heldOut: 2, seed: 6 })).not.toEqual(ws);
