@@ -60,7 +60,7 @@ interface ModelSize {
 }
 
 function load(cfg: GemsModelConfig, sid: ReturnType<typeof simpleSemanticIds>, summarizer: ChunkMeanSummarizer): LoadedGems {
-  const model = new GemsModel(cfg);
+  const model = new GemsModel(cfg, sid.trie);
   return { dir: '(bench: untrained)', meta: {} as CheckpointMeta, model, sid, summarizer, ctx: makeSampleContext(cfg, sid, summarizer) };
 }
 

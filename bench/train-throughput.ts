@@ -52,10 +52,11 @@ export const bench: Bench = {
     const out: Record<string, unknown> = { backend: info.path, steps, users, history_length: length };
     for (const preset of ['default', 'ml-1m']) {
       for (const stage of [1, 3] as const) {
-        for (const mode of ['per_target', 'dense'] as const) {
+        // dense_codebook_only: dense without prefix embeddings (their cost, as a ratio in the same run).
+        for (const mode of ['per_target', 'dense', 'dense_codebook_only'] as const) {
           const summarizer = new ChunkMeanSummarizer(sid, 32);
-          const cfg = defaultGemsConfig(items, sid.sizes, { ...GEMS_PRESETS[preset], lifecycle: { slots: 32, inDim: summarizer.dim, layers: 1 } });
-          const model = new GemsModel(cfg);
+          const cfg = defaultGemsConfig(items, sid.sizes, { ...GEMS_PRESETS[preset], lifecycle: { slots: 32, inDim: summarizer.dim, layers: 1 }, ...(mode === 'dense_codebook_only' ? { prefixEmbeddings: false } : {}) });
+          const model = new GemsModel(cfg, sid.trie);
           const ctx = makeSampleContext(cfg, sid, summarizer);
           const opt = new Adam(model.params, DEFAULT_ADAM);
           const samples =
@@ -71,7 +72,7 @@ export const bench: Bench = {
             const t0 = performance.now();
             let loss: () => tf.Scalar;
             let n = part.length;
-            if (mode === 'dense') {
+            if (mode !== 'per_target') {
               const d = denseBatchFromWindows(ctx, histories, part);
               n = d.targets;
               loss = () => model.denseLoss(d.batch, d.targetCodes, d.targetMask, stageOptions(model, stage, true)).total;
@@ -91,11 +92,15 @@ export const bench: Bench = {
           const p50 = median(times);
           const perStep = median(targets);
           const row = { samples_per_s: round((perStep * 1000) / p50, 1), step_ms_p50: round(p50, 1), batch_build_ms_p50: round(median(prep), 1), batch: B, targets_per_step: perStep, params: model.params.count(), t_recent: cfg.tRecent, t_mid: cfg.tMid };
-          const key = `gems_${preset}_stage${stage}${mode === 'dense' ? '_dense' : ''}`;
+          const key = `gems_${preset}_stage${stage}${mode === 'per_target' ? '' : `_${mode}`}`;
           out[key] = row;
           if (mode === 'dense') {
             const base = out[`gems_${preset}_stage${stage}`] as typeof row;
             out[`${key}_speedup`] = round(row.samples_per_s / base.samples_per_s, 2);
+          }
+          if (mode === 'dense_codebook_only') {
+            const withPrefix = out[`gems_${preset}_stage${stage}_dense`] as typeof row;
+            out[`gems_${preset}_stage${stage}_prefix_embeddings_cost`] = round(row.samples_per_s / withPrefix.samples_per_s, 2);
           }
           console.log(`gems ${preset} stage ${stage} ${mode}: ${row.samples_per_s} targets/s, ${row.step_ms_p50} ms/step`);
           model.params.dispose();

@@ -139,19 +139,21 @@ export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStrea
         const rows = B * R;
         const codes = level > 0 ? new Int32Array(rows) : null;
         const parents = level > 0 ? new Int32Array(rows) : null;
+        const prefixNodes = level > 0 ? new Int32Array(rows) : undefined;
         for (let b = 0; b < B; b++) {
           for (let j = 0; j < R; j++) {
             const beam = beams[b]![Math.min(j, beams[b]!.length - 1)];
             if (codes && parents) {
               codes[b * R + j] = beam ? beam.codes[level - 1]! : 0;
               parents[b * R + j] = b * prevR + (beam ? beam.parent : 0);
+              prefixNodes![b * R + j] = beam ? beam.node : 0;
             }
           }
         }
         const wantMass = opts.wantMass === true && level === 0;
         const prevCache: DecoderCache | null = cache;
         const step = scoped(() => {
-          const r = model.decodeStep(prepared, prevCache, parents, codes, level, { topK: opts.topK, selection, wantMass, rowsPerUser: R });
+          const r = model.decodeStep(prepared, prevCache, parents, codes, level, { topK: opts.topK, selection, wantMass, rowsPerUser: R, prefixNodes });
           if (level < W - 1) for (const t of [...r.cache.K, ...r.cache.V]) tf.keep(t);
           return { logp: r.logp.dataSync() as Float32Array, mass: r.mass, cache: level < W - 1 ? r.cache : null };
         });

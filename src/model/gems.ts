@@ -18,6 +18,7 @@ import { softmaxCrossEntropy } from '../compute/ops.js';
 import { GAP_BUCKETS, HOUR_BUCKETS, LABEL_BITS, LOG_BUCKETS, type FeatureConfig, type StreamBatch } from './features.js';
 import { attention, causalBias, dense, dropout, gatherRows, gelu, layerNorm, logSoftmaxLast, matMul2d, stopGradient, type AttentionParams } from './ops.js';
 import { ParamStore } from './params.js';
+import { CodeTrie } from '../tokenizer/trie.js';
 
 type T = tf.Tensor;
 
@@ -51,6 +52,14 @@ export interface GemsModelConfig {
    * Needs a causal recent encoder; absent in older checkpoints = plain BOS.
    */
   bosFromRecent?: boolean;
+  /**
+   * Code embeddings specialised by prefix: the embedding of code c at level ℓ ≥ 1 (decoder input and output logit
+   * alike, they are tied) is codebook-ℓ[c] + node[prefix·c], one extra vector per Semantic-ID trie node. A residual
+   * code means different items under different prefixes; with one shared vector per code the decoder must recover
+   * (user × prefix) interactions itself, and on ML-1M that is where its loss fell behind SASRec's (levels 2–3). Needs
+   * the Semantic-ID trie (GemsModel's second argument); absent in older checkpoints = codebook embeddings only.
+   */
+  prefixEmbeddings?: boolean;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
   lifecycle: { slots: number; inDim: number; layers: number };
@@ -74,6 +83,7 @@ export function defaultGemsConfig(numItems: number, sizes: number[], over: Parti
     recentLayers: 2,
     recentCausal: true,
     bosFromRecent: true,
+    prefixEmbeddings: true,
     decoderLayers: 2,
     indexer: { heads: 2, dim: 16, topK: 64, klWeight: 1 },
     lifecycle: { slots: 32, inDim: 32, layers: 1 },
@@ -160,6 +170,8 @@ export interface StepOptions {
   wantMass?: boolean;
   /** Rows (beams) per user; rows of a user are consecutive. */
   rowsPerUser?: number;
+  /** Levels ≥ 1 with prefix embeddings: the trie node of each row's prefix (its `level` codes so far). */
+  prefixNodes?: Int32Array;
 }
 
 /** One cross-attention's keys and values projected once per user. */
@@ -204,10 +216,19 @@ export class GemsModel {
   private readonly causal = new Map<number, T>();
   readonly W: number;
 
-  constructor(readonly cfg: GemsModelConfig) {
+  /** The Semantic-ID trie, when codes have prefix embeddings (cfg.prefixEmbeddings). */
+  readonly trie: CodeTrie | null;
+
+  constructor(
+    readonly cfg: GemsModelConfig,
+    trie?: CodeTrie,
+  ) {
     if (!STREAMS.some((s) => cfg.streams[s])) throw new Error('GEMs config: at least one stream must be on');
     if (cfg.tMid <= cfg.tRecent) throw new Error(`GEMs config: tMid (${cfg.tMid}) must exceed tRecent (${cfg.tRecent})`);
     this.W = cfg.sizes.length;
+    if (cfg.prefixEmbeddings && !trie) throw new Error('GEMs config: prefixEmbeddings needs the Semantic-ID trie');
+    if (trie && trie.depth !== this.W) throw new Error(`GEMs model: trie depth ${trie.depth} ≠ ${this.W} code levels`);
+    this.trie = cfg.prefixEmbeddings ? trie! : null;
     this.params = new ParamStore(cfg.seed);
     this.defineParams();
   }
@@ -299,6 +320,10 @@ export class GemsModel {
     p.get('dec.bos', [d], 'normal', 0.1);
     p.get('dec.pos', [this.W, d], 'normal', 0.02);
     c.sizes.forEach((k, l) => p.get(`code${l}`, [k, d], 'normal', 1 / Math.sqrt(d)));
+    // One row per trie node (indexed by node id). Rows of the root and of level-1 nodes stay unused except the root's,
+    // which stands for "no such child" in the output logits (those codes are masked by the trie at inference).
+    // Zero at the start: the model begins as the codebook-only one and learns what each prefix changes.
+    if (this.trie) p.get('code.node', [this.trie.nodes, d], 'zeros');
     for (let l = 0; l < c.decoderLayers; l++) {
       const pre = `dec${l}`;
       this.normParams(`${pre}.norm_self`);
@@ -542,14 +567,20 @@ export class GemsModel {
     return tf.gather(last, tf.tensor1d(Int32Array.from({ length: U * rowsPerUser }, (_, i) => Math.floor(i / rowsPerUser)), 'int32'));
   }
 
-  /** Decoder input embeddings for prefixes: `codes` is B × (len-1) (the codes after BOS); `state` is added to BOS. */
-  private decoderInput(codes: Int32Array, B: number, len: number, state: T | null = null): T {
+  /**
+   * Decoder input embeddings for prefixes: `codes` is B × (len-1) (the codes after BOS); `state` is added to BOS.
+   * `padRows`: rows may be dense training's empty targets (zero codes, not a Semantic ID).
+   */
+  private decoderInput(codes: Int32Array, B: number, len: number, state: T | null = null, padRows = false): T {
     const { d } = this.cfg;
     const bos = tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d]));
     const parts: T[] = [state ? bos.add(state) : bos];
+    const nodes = this.trie && len > 2 ? this.prefixNodes(codes, B, len - 1, len - 1, padRows) : null;
     for (let p = 1; p < len; p++) {
       const col = Int32Array.from({ length: B }, (_, b) => codes[b * (len - 1) + (p - 1)]!);
-      parts.push(gatherRows(this.v(`code${p - 1}`), col).reshape([B, 1, d]));
+      let e = gatherRows(this.v(`code${p - 1}`), col);
+      if (nodes && p >= 2) e = e.add(gatherRows(this.v('code.node'), nodes[p - 1]!));
+      parts.push(e.reshape([B, 1, d]));
     }
     const x = parts.length === 1 ? parts[0]! : tf.concat(parts, 1);
     return x.add(this.v('dec.pos').slice([0, 0], [len, d]).reshape([1, len, d]));
@@ -570,7 +601,7 @@ export class GemsModel {
     const Lq = P * len;
     const fold = (q: T) => (dense ? q.reshape([U, Lq, c.d]) : q);
     const unfold = (o: T) => (dense ? o.reshape([B, len, c.d]) : o);
-    let h = this.drop(this.decoderInput(codes, B, len, this.bosState(enc, R, dense?.perUser)), opts.training);
+    let h = this.drop(this.decoderInput(codes, B, len, this.bosState(enc, R, dense?.perUser), dense !== undefined), opts.training);
     const kls: T[] = [];
     const names = this.enabledStreams;
     const massAcc = opts.wantMass ? new Float32Array(B * names.length) : undefined;
@@ -753,7 +784,15 @@ export class GemsModel {
     const dh = d / heads;
     if (level > 0 && (!cache || !parents || !codes)) throw new Error('GEMs decodeStep: level > 0 needs the cache, parents and codes');
     const pos = this.v('dec.pos').slice([level, 0], [1, d]).reshape([1, 1, d]);
-    let h = (level === 0 ? this.decoderInput(new Int32Array(0), B, 1, this.bosState(enc, R)) : gatherRows(this.v(`code${level - 1}`), codes!).reshape([B, 1, d]).add(pos));
+    const nodes = this.trie && level > 0 ? opts.prefixNodes : undefined;
+    if (this.trie && level > 0 && nodes?.length !== B) throw new Error('GEMs decodeStep: prefix embeddings need opts.prefixNodes (the trie node of each row\'s prefix)');
+    let h: T;
+    if (level === 0) h = this.decoderInput(new Int32Array(0), B, 1, this.bosState(enc, R));
+    else {
+      let e = gatherRows(this.v(`code${level - 1}`), codes!);
+      if (nodes && level >= 2) e = e.add(gatherRows(this.v('code.node'), nodes));
+      h = e.reshape([B, 1, d]).add(pos);
+    }
     const parentIdx = parents ? tf.tensor1d(parents, 'int32') : null;
     const next: DecoderCache = { K: [], V: [] };
     const names = this.enabledStreams;
@@ -802,7 +841,7 @@ export class GemsModel {
       h = h.add(this.ffn(`${pre}.ffn`, this.norm(`${pre}.norm_ffn`, h), false));
     }
     const last = this.norm('dec.out', h).reshape([B, d]);
-    const res: { logp: T; mass?: Float32Array; cache: DecoderCache } = { logp: logSoftmaxLast(this.levelLogits(last, level)), cache: next };
+    const res: { logp: T; mass?: Float32Array; cache: DecoderCache } = { logp: logSoftmaxLast(this.levelLogits(last, level, nodes)), cache: next };
     if (massAcc) res.mass = normaliseMass(massAcc, B, names.length);
     return res;
   }
@@ -882,8 +921,51 @@ export class GemsModel {
   }
 
   /** Logits of level `level` for hidden rows [n, d]. */
-  levelLogits(h: T, level: number): T {
-    return matMul2d(h, this.v(`code${level}`), true);
+  /**
+   * Logits [n, sizes[level]] of the next code from hidden states h [n, d]. With prefix embeddings, `parents` (levels
+   * ≥ 1) holds each row's trie node before this code, and code c scores h·(codebook[c] + node[child(parent, c)]).
+   */
+  levelLogits(h: T, level: number, parents?: Int32Array): T {
+    const base = matMul2d(h, this.v(`code${level}`), true);
+    if (!this.trie || level === 0) return base;
+    if (!parents) throw new Error(`GEMs levelLogits: level ${level} needs each row's parent trie node (prefix embeddings)`);
+    const n = parents.length;
+    const S = this.cfg.sizes[level]!;
+    const { d } = this.cfg;
+    const children = this.childNodes(parents, S);
+    const nodeEmb = gatherRows(this.v('code.node'), children).reshape([n, S, d]);
+    return base.add(nodeEmb.mul(h.reshape([n, 1, d])).sum(-1));
+  }
+
+  /** n × S: the trie child of each parent node by code (the root, 0, where that child does not exist). */
+  private childNodes(parents: Int32Array, S: number): Int32Array {
+    const trie = this.trie!;
+    const out = new Int32Array(parents.length * S);
+    parents.forEach((node, b) => {
+      const { codes, nodes } = trie.children(node);
+      for (let i = 0; i < codes.length; i++) out[b * S + codes[i]!] = nodes.start + i;
+    });
+    return out;
+  }
+
+  /**
+   * Trie nodes of rows' prefixes: `codes` is rows × stride (stride ≥ width); out[p][b] = node of row b's first
+   * p + 1 codes, p < width. A prefix no item has is an error (it has no embedding), except with `padRows` (dense
+   * training's empty target rows, whose codes are zeros and whose outputs are dropped): those get the root's row.
+   */
+  private prefixNodes(codes: Int32Array, rows: number, width: number, stride = width, padRows = false): Int32Array[] {
+    const trie = this.trie!;
+    const out = Array.from({ length: width }, () => new Int32Array(rows));
+    for (let b = 0; b < rows; b++) {
+      let node = CodeTrie.ROOT;
+      for (let p = 0; p < width; p++) {
+        node = node < 0 ? node : trie.child(node, codes[b * stride + p]!);
+        if (node < 0 && padRows) continue; // out[p][b] stays 0 (the root)
+        if (node < 0) throw new Error(`GEMs: codes [${Array.from(codes.subarray(b * stride, b * stride + p + 1)).join(',')}] are not a Semantic-ID prefix`);
+        out[p]![b] = node;
+      }
+    }
+    return out;
   }
 
   /** Training loss on target codes (B × W): Σ_levels mean NLL + λ·KL. Returns the parts as scalars. */
@@ -959,11 +1041,12 @@ export class GemsModel {
   private levelNll(hidden: T, codes: Int32Array): tf.Scalar {
     const W = this.W;
     const n = codes.length / W;
+    const nodes = this.trie ? this.prefixNodes(codes, n, W - 1, W) : null;
     const nlls: T[] = [];
     for (let l = 0; l < W; l++) {
       const hl = hidden.slice([0, l, 0], [n, 1, this.cfg.d]).reshape([n, this.cfg.d]);
       const labels = tf.tensor1d(Int32Array.from({ length: n }, (_, b) => codes[b * W + l]!), 'int32');
-      nlls.push(softmaxCrossEntropy(this.levelLogits(hl, l) as tf.Tensor2D, labels).mean());
+      nlls.push(softmaxCrossEntropy(this.levelLogits(hl, l, nodes && l > 0 ? nodes[l - 1] : undefined) as tf.Tensor2D, labels).mean());
     }
     return tf.addN(nlls) as tf.Scalar;
   }
@@ -980,7 +1063,8 @@ export class GemsModel {
     const dec = this.decode(enc, prefixes, level + 1, { ...opts, lastOnly: inference });
     const rows = enc.B * (opts.rowsPerUser ?? 1);
     const last = dec.hidden.slice([0, dec.hidden.shape[1]! - 1, 0], [rows, 1, this.cfg.d]).reshape([rows, this.cfg.d]);
-    return { logp: logSoftmaxLast(this.levelLogits(last, level)), mass: dec.mass };
+    const parents = this.trie && level > 0 ? this.prefixNodes(prefixes, rows, level)[level - 1] : undefined;
+    return { logp: logSoftmaxLast(this.levelLogits(last, level, parents)), mass: dec.mass };
   }
 }
 

@@ -38,9 +38,9 @@ export function loadGems(dir: string, summarizer?: LifecycleSummarizer): LoadedG
   const ck = readCheckpoint(dir);
   if (ck.meta.kind !== 'gems') throw new Error(`${dir}: checkpoint of a '${ck.meta.kind}' model, expected gems`);
   const cfg = ck.meta.modelConfig as unknown as GemsModelConfig;
-  const model = new GemsModel(cfg);
-  restoreInto(ck, model.params);
   const sid = sidFromArrays(ck.arrays, Number(ck.meta.tokenizerVersion ?? 0), dir);
+  const model = new GemsModel(cfg, sid.trie);
+  restoreInto(ck, model.params);
   const summ = summarizer ?? new ChunkMeanSummarizer(sid, cfg.lifecycle.slots);
   return { dir, meta: ck.meta, model, sid, summarizer: summ, ctx: makeSampleContext(cfg, sid, summ) };
 }

@@ -76,6 +76,8 @@ export function buildModelConfig(
     tMid: flagNumber(args, 't-mid', base.tMid),
     fusion,
     streams: on,
+    // --codebook-only: one embedding per code and level, not specialised by prefix (the earlier model, to compare).
+    prefixEmbeddings: base.prefixEmbeddings === true && !flagBool(args, 'codebook-only'),
     indexer: { ...base.indexer, topK: flagNumber(args, 'top-k', base.indexer.topK), klWeight: flagNumber(args, 'kl-weight', base.indexer.klWeight) },
     lifecycle: { ...base.lifecycle, slots: lifecycle.fixedSlots ?? flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
   };

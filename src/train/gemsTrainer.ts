@@ -148,7 +148,7 @@ export function sidArrays(sid: SemanticIds): Record<string, Int32Array | Float32
 
 export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult> {
   const { histories, sid, summarizer, modelConfig: mc, train: tc, runDir } = input;
-  const model = new GemsModel(mc);
+  const model = new GemsModel(mc, sid.trie);
   const ctx = makeSampleContext(mc, sid, summarizer);
   const opt = new Adam(model.params, tc.adam);
   const lastDir = join(runDir, 'last');

@@ -38,16 +38,24 @@ function stepThrough(model: GemsModel, enc: ReturnType<GemsModel['encode']>, U: 
     const prepared = model.prepare(enc, { lazyMid });
     let cache: DecoderCache | null = null;
     let prefixes: number[][] = Array.from({ length: U * R }, () => []);
+    let nodes = new Int32Array(U * R); // trie node of each row's prefix (the root at level 0)
     const out: { logp: Float32Array; prefixes: Int32Array }[] = [];
     for (let level = 0; level < model.W; level++) {
       let parents: Int32Array | null = null;
       let codes: Int32Array | null = null;
       if (level > 0) {
         parents = Int32Array.from({ length: U * R }, (_, i) => Math.floor(i / R) * R + ((i * 5 + level) % R));
-        codes = Int32Array.from({ length: U * R }, (_, i) => (i * 3 + level) % model.cfg.sizes[level - 1]!);
+        // A valid continuation of the parent's prefix (prefix embeddings exist only for Semantic-ID prefixes).
+        const next = Array.from(parents, (p, i) => {
+          const { codes: cc, nodes: ch } = model.trie!.children(nodes[p]!);
+          const j = (i * 3 + level) % cc.length;
+          return { code: cc[j]!, node: ch.start + j };
+        });
+        codes = Int32Array.from(next, (x) => x.code);
         prefixes = Array.from(parents, (p, i) => [...prefixes[p]!, codes![i]!]);
+        nodes = Int32Array.from(next, (x) => x.node);
       }
-      const r = model.decodeStep(prepared, cache, parents, codes, level, { ...opts, rowsPerUser: R });
+      const r = model.decodeStep(prepared, cache, parents, codes, level, { ...opts, rowsPerUser: R, prefixNodes: nodes });
       cache = r.cache;
       out.push({ logp: r.logp.dataSync() as Float32Array, prefixes: Int32Array.from(prefixes.flat()) });
     }

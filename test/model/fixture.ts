@@ -1,5 +1,6 @@
 // Small deterministic fixtures for the model tests: synthetic histories with learnable structure, a simple
 // Semantic-ID assignment, and a tiny GEMs configuration that trains in seconds on the wasm backend.
+import { tf } from '../../src/compute/backend.js';
 import type { History } from '../../src/data/events.js';
 import { ChunkMeanSummarizer } from '../../src/model/features.js';
 import { defaultGemsConfig, GemsModel, type GemsModelConfig } from '../../src/model/gems.js';
@@ -50,6 +51,23 @@ export function ringHistories(users: number, length: number, seed = 3): History[
   });
 }
 
+/** Valid Semantic-ID prefixes (rows × width codes): row i is the first `width` codes of item row pick(i) mod n. */
+export function sidPrefixes(sid: SemanticIds, rows: number, width: number, pick: (i: number) => number = (i) => i * 7): Int32Array {
+  const W = sid.sizes.length;
+  const n = sid.itemIds.length;
+  const out = new Int32Array(rows * width);
+  for (let i = 0; i < rows; i++) {
+    const r = ((pick(i) % n) + n) % n;
+    out.set(sid.codes.subarray(r * W, r * W + width), i * width);
+  }
+  return out;
+}
+
+/** The trie node of each row's prefix (rows × width codes). */
+export function parentNodes(sid: SemanticIds, codes: Int32Array, rows: number, width: number): Int32Array {
+  return Int32Array.from({ length: rows }, (_, i) => sid.trie.nodeOf(codes.subarray(i * width, (i + 1) * width)));
+}
+
 export function fixtureSid(): SemanticIds {
   return simpleSemanticIds(ITEM_IDS, [4, 4, 4], 11, 8);
 }
@@ -76,7 +94,9 @@ export function tinyConfig(over: Partial<GemsModelConfig> = {}): GemsModelConfig
 export function tinyModel(over: Partial<GemsModelConfig> = {}) {
   const sid = fixtureSid();
   const cfg = tinyConfig(over);
-  const model = new GemsModel(cfg);
+  const model = new GemsModel(cfg, sid.trie);
+  // Prefix embeddings start at zero in training; give them values here so every test exercises their paths.
+  if (model.trie) model.params.get('code.node', [model.trie.nodes, cfg.d]).assign(tf.randomNormal([model.trie.nodes, cfg.d], 0, 0.3, 'float32', 5));
   const summarizer = new ChunkMeanSummarizer(sid, cfg.lifecycle.slots);
   const ctx = makeSampleContext(cfg, sid, summarizer);
   const loaded: LoadedGems = { dir: '(test)', meta: {} as CheckpointMeta, model, sid, summarizer, ctx };

@@ -123,6 +123,49 @@ describe('GEMs model', () => {
   });
 });
 
+describe('prefix code embeddings', () => {
+  it('score code c after prefix p with h·(codebook[c] + node[p·c]); the root row stands for missing children', () => {
+    const { model, sid, cfg } = setup();
+    const trie = sid.trie;
+    const d = cfg.d;
+    // Two level-1 prefixes (one code each) and every level-2 code after them.
+    const parents = Int32Array.from(trie.children(0).codes.slice(0, 2), (c) => trie.child(0, c));
+    const h = tf.randomNormal([2, d], 0, 1, 'float32', 3);
+    const got = scoped(() => Array.from(model.levelLogits(h, 1, parents).dataSync()));
+    const hv = Array.from(h.dataSync());
+    const code = Array.from(model.params.get('code1', [cfg.sizes[1]!, d]).dataSync());
+    const node = Array.from(model.params.get('code.node', [trie.nodes, d]).dataSync());
+    const dot = (a: number[], ai: number, b: number[], bi: number) => a.slice(ai * d, ai * d + d).reduce((s, x, j) => s + x * b[bi * d + j]!, 0);
+    const S = cfg.sizes[1]!;
+    for (let r = 0; r < 2; r++) {
+      for (let c = 0; c < S; c++) {
+        const child = trie.child(parents[r]!, c);
+        expect(got[r * S + c]!).toBeCloseTo(dot(hv, r, code, c) + dot(hv, r, node, child < 0 ? 0 : child), 4);
+      }
+    }
+    // The same code after different prefixes scores differently (the node part), level 0 has no node part.
+    const shared = trie.children(parents[0]!).codes.find((c) => trie.child(parents[1]!, c) >= 0);
+    if (shared !== undefined) expect(Math.abs(got[shared]! - got[S + shared]!)).toBeGreaterThan(1e-4);
+    const l0 = scoped(() => Array.from(model.levelLogits(h, 0).dataSync()));
+    expect(l0[1]!).toBeCloseTo(dot(hv, 0, Array.from(model.params.get('code0', [cfg.sizes[0]!, d]).dataSync()), 1), 4);
+    h.dispose();
+  });
+
+  it('a model without them (older checkpoints) needs no trie and has no node table; with them, a non-prefix is refused', () => {
+    const { model: plain } = setup({ prefixEmbeddings: false });
+    expect(plain.trie).toBeNull();
+    expect(plain.params.trainable().some((x) => x.name === 'code.node')).toBe(false);
+    expect(() => new GemsModel({ ...plain.cfg, prefixEmbeddings: true })).toThrow(/needs the Semantic-ID trie/);
+    const { model, ctx, sid } = setup();
+    const batch = batchFromInputs(ctx, ringHistories(1, 20));
+    // A two-code prefix no fixture item has (24 random items leave some of the 16 empty).
+    const pairs = Array.from({ length: sid.sizes[0]! * sid.sizes[1]! }, (_, i) => Int32Array.from([Math.floor(i / sid.sizes[1]!), i % sid.sizes[1]!]));
+    const bad = pairs.find((p) => sid.trie.nodeOf(p) < 0)!;
+    expect(bad).toBeDefined();
+    expect(() => scoped(() => model.nextLogProbs(model.encode(batch, false), bad, 2, { training: false, indexerLoss: false, topK: 0 }))).toThrow(/not a Semantic-ID prefix/);
+  });
+});
+
 describe('GemsModel.topKBias', () => {
   it('keeps each row’s k highest-scoring valid keys, ties to the lower index (same as sorting)', () => {
     const B = 3;

@@ -8,7 +8,7 @@ import { recommend } from '../../src/model/recommend.js';
 import { SasRec } from '../../src/model/sasrec.js';
 import { softmaxCrossEntropy } from '../../src/compute/ops.js';
 import { batchFromInputs } from '../../src/train/samples.js';
-import { historyOf, ITEM_IDS, ringHistories, tinyModel } from './fixture.js';
+import { historyOf, ITEM_IDS, parentNodes, ringHistories, sidPrefixes, tinyModel } from './fixture.js';
 
 beforeAll(async () => {
   await initBackend();
@@ -63,12 +63,12 @@ describe('GEMs inference', () => {
   });
 
   it('indexer top-k by gathering k keys equals the masked formulation (≤ 1e-5), also for a user with no mid-term keys', () => {
-    const { model, ctx } = setup({ tMid: 24 }); // 20 mid-term keys
+    const { model, ctx, sid } = setup({ tMid: 24 }); // 20 mid-term keys
     const hs = [...ringHistories(3, 40), historyOf(9, [10, 11])];
     const batch = batchFromInputs(ctx, hs);
     for (const topK of [1, 3, 7]) {
       for (const len of [1, 2, 3]) {
-        const codes = Int32Array.from({ length: hs.length * (len - 1) }, (_, i) => i % 4);
+        const codes = sidPrefixes(sid, hs.length, len - 1, (i) => i * 5 + len);
         const run = (mode: 'gather' | 'mask') =>
           scoped(() => model.decode(model.encode(batch, false), codes, len, { training: false, indexerLoss: false, topK, topKMode: mode }).hidden.dataSync() as Float32Array);
         const g = run('gather');
@@ -84,12 +84,12 @@ describe('GEMs inference', () => {
 
   it('beams folded into the per-user attention (K/V projected once) equal decoding tiled copies of the memories', () => {
     for (const fusion of ['sum', 'concat'] as const) {
-      const { model, ctx } = setup({ fusion });
+      const { model, ctx, sid } = setup({ fusion });
       const hs = [...ringHistories(2, 30), historyOf(5, [10, 11, 12])];
       const batch = batchFromInputs(ctx, hs);
       const R = 3;
       const len = 3;
-      const codes = Int32Array.from({ length: hs.length * R * (len - 1) }, (_, i) => (i * 7) % 4);
+      const codes = sidPrefixes(sid, hs.length * R, len - 1);
       for (const topK of [0, 3]) {
         const opts = { training: false, indexerLoss: false, topK, wantMass: true };
         const folded = scoped(() => {
@@ -108,17 +108,17 @@ describe('GEMs inference', () => {
   });
 
   it('scoring only the last position in the last decoder block gives the same next-code log-probabilities', () => {
-    const { model, ctx } = setup({ decoderLayers: 2 });
+    const { model, ctx, sid } = setup({ decoderLayers: 2 });
     const hs = ringHistories(3, 30);
     const batch = batchFromInputs(ctx, hs);
     for (const level of [1, 2]) {
-      const codes = Int32Array.from({ length: hs.length * level }, (_, i) => (i * 3) % 4);
+      const codes = sidPrefixes(sid, hs.length, level, (i) => i * 3 + level);
       const opts = { training: false, indexerLoss: false, topK: 3 };
       const fast = scoped(() => model.nextLogProbs(model.encode(batch, false), codes, level, opts).logp.dataSync() as Float32Array);
       const slow = scoped(() => {
         const h = model.decode(model.encode(batch, false), codes, level + 1, opts).hidden;
         const last = h.slice([0, level, 0], [hs.length, 1, -1]).reshape([hs.length, -1]);
-        const logits = model.levelLogits(last, level);
+        const logits = model.levelLogits(last, level, parentNodes(sid, codes, hs.length, level));
         return logits.sub(logits.logSumExp(-1, true)).dataSync() as Float32Array;
       });
       expect(maxAbsDiff(fast, slow)).toBeLessThanOrEqual(1e-5);
