@@ -42,7 +42,7 @@ import { logger } from '../src/util/log.js';
 
 const log = logger('bench.serve-latency');
 
-type VariantName = 'gems_indexer' | 'gems_indexer_query' | 'gems_bruteforce' | 'single_stream';
+type VariantName = 'gems_indexer' | 'gems_indexer_query' | 'gems_bruteforce' | 'single_stream' | 'gems_no_mid';
 interface Variant {
   name: VariantName;
   loaded: LoadedGems;
@@ -102,11 +102,15 @@ export const bench: Bench = {
       const gems = load(gemsCfg, sid, summarizer);
       const singleCfg = defaultGemsConfig(cat.numItems, sid.sizes, { ...base, recentLayers: 0, tRecent: tMid, tMid: tMid + 1, streams: { recent: true, mid: false, lifecycle: false } });
       const single = load(singleCfg, sid, summarizer);
+      // The same model without the mid-term stream: what every request costs besides mid-term attention, so
+      // bruteforce / no_mid is the most any mid-term attention method could speed a request up here.
+      const noMid = load({ ...gemsCfg, streams: { recent: true, mid: false, lifecycle: true } }, sid, summarizer);
       const variants: Variant[] = [
         { name: 'gems_indexer', loaded: gems, topK, selection: 'user' },
         { name: 'gems_indexer_query', loaded: gems, topK, selection: 'query' },
         { name: 'gems_bruteforce', loaded: gems, topK: 0, selection: 'query' },
         { name: 'single_stream', loaded: single, topK: 0, selection: 'query' },
+        { name: 'gems_no_mid', loaded: noMid, topK: 0, selection: 'query' },
       ];
 
       const rows: Record<string, number | string>[] = [];
@@ -175,11 +179,14 @@ export const bench: Bench = {
         variants: rows,
         indexer_speedup_p50: ratio('gems_bruteforce', 'gems_indexer'),
         indexer_query_speedup_p50: ratio('gems_bruteforce', 'gems_indexer_query'),
+        // Ceiling: brute force against no mid-term attention at all (same encoder, decoder, beams).
+        mid_attention_free_ceiling_p50: ratio('gems_bruteforce', 'gems_no_mid'),
         indexer_speedup_beam_search_p50: ratio('gems_bruteforce', 'gems_indexer', 'search_p50_ms'),
         top100_overlap_vs_bruteforce_untrained: overlap,
       });
       gems.model.params.dispose();
       single.model.params.dispose();
+      noMid.model.params.dispose();
     }
     return {
       measured: 'recommend() in process (model latency of GetRecommendations without gRPC or store reads); one user per request',

@@ -920,7 +920,6 @@ export class GemsModel {
     return outs.length === 1 ? outs[0]! : tf.addN(outs);
   }
 
-  /** Logits of level `level` for hidden rows [n, d]. */
   /**
    * Logits [n, sizes[level]] of the next code from hidden states h [n, d]. With prefix embeddings, `parents` (levels
    * ≥ 1) holds each row's trie node before this code, and code c scores h·(codebook[c] + node[child(parent, c)]).
