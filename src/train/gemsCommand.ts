@@ -25,7 +25,7 @@ export const GEMS_PRESETS: Record<string, Partial<GemsModelConfig>> = {
  * one epoch each of stages 2 and 3, hard stop at 88 minutes — sized for the 2-core machine (docs/results.md has
  * the run and how it was made).
  */
-export const GEMS_TRAIN_PRESETS: Record<string, Partial<Pick<GemsTrainConfig, 'windowsPerUser' | 'maxMinutes' | 'validUsers'>> & { epochs?: [number, number, number]; lr?: number }> = {
+export const GEMS_TRAIN_PRESETS: Record<string, Partial<Pick<GemsTrainConfig, 'windowsPerUser' | 'maxMinutes' | 'validUsers' | 'lrDecayTo'>> & { epochs?: [number, number, number]; lr?: number }> = {
   'ml-1m': { windowsPerUser: 3, maxMinutes: 88, validUsers: 1000, epochs: [16, 1, 1], lr: 2e-3 },
 };
 
@@ -109,6 +109,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
     validUsers: flagNumber(args, 'valid-users', tp.validUsers ?? 1000),
     seed: config.seed,
     adam: { ...DEFAULT_GEMS_TRAIN.adam, lr: flagNumber(args, 'lr', tp.lr ?? DEFAULT_GEMS_TRAIN.adam.lr) },
+    lrDecayTo: flagNumber(args, 'lr-decay-to', tp.lrDecayTo ?? 0),
     stages: [
       { maxEpochs: s1, patience },
       { maxEpochs: flagNumber(args, 'epochs2', tp.epochs?.[1] ?? DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },

@@ -47,6 +47,11 @@ export interface GemsTrainConfig {
   maxMinutes: number;
   /** Validation users (0 = all). */
   validUsers: number;
+  /**
+   * Cosine learning-rate decay over stage 1's maxEpochs, down to lr × lrDecayTo (0 = constant lr). Stages 2 and 3
+   * run at the final rate.
+   */
+  lrDecayTo?: number;
 }
 
 export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
@@ -75,6 +80,15 @@ export interface TrainState {
   bad: number;
   done: boolean;
   history: { stage: number; epoch: number; loss: number; nll: number; kl: number; validNll: number; validKl: number; seconds: number; samplesPerS: number }[];
+}
+
+/** tc.adam with the decay steps of tc.lrDecayTo: stage 1's max epochs × the steps of one epoch. */
+function withDecay(tc: GemsTrainConfig, histories: History[], sid: SemanticIds, tRecent: number, testStart?: Int32Array): AdamConfig {
+  if (!tc.lrDecayTo || tc.lrDecayTo <= 0 || tc.lrDecayTo >= 1) return tc.adam;
+  const perEpoch = tc.dense
+    ? trainingWindows(histories, { perUser: tc.windowsPerUser, tRecent, heldOut: tc.heldOut, minInput: tc.minInput, seed: tc.seed, testStart }).length
+    : trainingSamples(histories, sid, { perUser: tc.targetsPerUser, heldOut: tc.heldOut, minInput: tc.minInput, seed: tc.seed, testStart }).length;
+  return { ...tc.adam, decaySteps: tc.stages[0].maxEpochs * Math.ceil(perEpoch / tc.batchSize), decayTo: tc.lrDecayTo };
 }
 
 export function stageOptions(model: GemsModel, stage: 1 | 2 | 3, training: boolean): ForwardOptions {
@@ -150,7 +164,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const { histories, sid, summarizer, modelConfig: mc, train: tc, runDir } = input;
   const model = new GemsModel(mc, sid.trie);
   const ctx = makeSampleContext(mc, sid, summarizer);
-  const opt = new Adam(model.params, tc.adam);
+  const opt = new Adam(model.params, withDecay(tc, histories, sid, mc.tRecent, input.testStart));
   const lastDir = join(runDir, 'last');
   const bestDir = join(runDir, 'best');
   cleanStaleTemps(lastDir);

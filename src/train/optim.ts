@@ -10,6 +10,12 @@ export interface AdamConfig {
   eps: number;
   /** Steps of linear warm-up from 0 to lr. */
   warmupSteps: number;
+  /**
+   * Cosine decay after warm-up: from lr down to lr·decayTo at step decaySteps, constant after (0 or absent = no
+   * decay). Step-based, so a resumed run (the step is in the checkpoint) continues the same schedule.
+   */
+  decaySteps?: number;
+  decayTo?: number;
   /** Clip the global gradient norm to this (0 = off). */
   clipNorm: number;
   weightDecay: number;
@@ -34,7 +40,11 @@ export class Adam {
   ) {}
 
   lrAt(step: number): number {
-    return this.cfg.warmupSteps > 0 ? this.cfg.lr * Math.min(1, (step + 1) / this.cfg.warmupSteps) : this.cfg.lr;
+    const { lr, warmupSteps, decaySteps = 0, decayTo = 1 } = this.cfg;
+    if (warmupSteps > 0 && step < warmupSteps) return (lr * (step + 1)) / warmupSteps;
+    if (decaySteps <= warmupSteps || decayTo >= 1) return lr;
+    const t = Math.min(1, (step - warmupSteps) / (decaySteps - warmupSteps));
+    return lr * (decayTo + ((1 - decayTo) * (1 + Math.cos(Math.PI * t))) / 2);
   }
 
   /**
