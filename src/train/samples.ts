@@ -124,8 +124,8 @@ export function trainingWindows(histories: History[], opts: { perUser: number; t
     const rng = new Rng(opts.seed).fork(u);
     const shift = rng.int(opts.tRecent);
     const older: number[] = [];
-    // Only when the newest window leaves older targets (≥ minInput) uncovered.
-    if (newest - opts.tRecent >= lo) for (let t = newest - opts.tRecent + shift; t >= lo; t -= opts.tRecent) if (t < newest) older.push(t);
+    // Only when the newest window leaves older targets (≥ minInput) uncovered; shift < T_recent keeps t < newest.
+    if (newest - opts.tRecent >= lo) for (let t = newest - opts.tRecent + shift; t >= lo; t -= opts.tRecent) older.push(t);
     rng.shuffle(older);
     const picks = [newest, ...older.slice(0, Math.max(0, opts.perUser - 1))].sort((a, b) => a - b);
     for (const t of picks) out.push({ user: u, t });
