@@ -96,7 +96,8 @@ export function tinyModel(over: Partial<GemsModelConfig> = {}) {
   const cfg = tinyConfig(over);
   const model = new GemsModel(cfg, sid.trie);
   // Prefix embeddings start at zero in training; give them values here so every test exercises their paths.
-  if (model.trie) model.params.get('code.node', [model.trie.nodes, cfg.d]).assign(tf.randomNormal([model.trie.nodes, cfg.d], 0, 0.3, 'float32', 5));
+  const trie = model.trie;
+  if (trie) tf.tidy(() => model.params.get('code.node', [trie.nodes, cfg.d]).assign(tf.randomNormal([trie.nodes, cfg.d], 0, 0.3, 'float32', 5)));
   const summarizer = new ChunkMeanSummarizer(sid, cfg.lifecycle.slots);
   const ctx = makeSampleContext(cfg, sid, summarizer);
   const loaded: LoadedGems = { dir: '(test)', meta: {} as CheckpointMeta, model, sid, summarizer, ctx };
