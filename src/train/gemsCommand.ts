@@ -21,12 +21,13 @@ export const GEMS_PRESETS: Record<string, Partial<GemsModelConfig>> = {
 };
 
 /**
- * Training defaults per preset (flags still win). `ml-1m`: dense windows, Adam at 2e-3, stage 1 up to 16 epochs,
- * one epoch each of stages 2 and 3, hard stop at 88 minutes — sized for the 2-core machine (docs/results.md has
+ * Training defaults per preset (flags still win). `ml-1m`: dense windows, Adam at 2e-3, stage 1 up to 30 epochs,
+ * one epoch each of stages 2 and 3, an 88-minute budget of which stage 1 gets what stages 2 and 3 leave
+ * (stageYieldsToLater) — sized for the 2-core machine (docs/results.md has
  * the run and how it was made).
  */
 export const GEMS_TRAIN_PRESETS: Record<string, Partial<Pick<GemsTrainConfig, 'windowsPerUser' | 'maxMinutes' | 'validUsers' | 'lrDecayTo'>> & { epochs?: [number, number, number]; lr?: number }> = {
-  'ml-1m': { windowsPerUser: 3, maxMinutes: 88, validUsers: 1000, epochs: [16, 1, 1], lr: 2e-3 },
+  'ml-1m': { windowsPerUser: 3, maxMinutes: 88, validUsers: 1000, epochs: [30, 1, 1], lr: 2e-3 },
 };
 
 /**
