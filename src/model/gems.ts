@@ -148,6 +148,22 @@ export interface EncodedStreams {
   indexKeys?: Map<number, T>;
   /** With `indexKeys`: the mid-term keys [U·Lk·d] on the host, for gathering the selected rows (faster than tf.gather on wasm). */
   midKeysHost?: Float32Array;
+  /**
+   * With `indexKeys`: per decoder layer, the keys/values of the mid-term keys selected so far in this search (host
+   * copies), so a key selected again at a later level is not projected again: successive levels' beams mostly pick
+   * the same keys.
+   */
+  midProjected?: Map<number, ProjectedKeyCache>;
+}
+
+/** Projected keys/values of some mid-term keys (rows indexed by u·Lk + j), filled as keys get selected. */
+export interface ProjectedKeyCache {
+  /** Row of key u·Lk + j in K / V, or −1 while it has not been projected. */
+  slot: Int32Array;
+  K: Float32Array;
+  V: Float32Array;
+  /** Rows filled. */
+  n: number;
 }
 
 /** Decoder self-attention cache (inference, decodeStep): per layer, keys and values of every decoded position. */
@@ -670,6 +686,7 @@ export class GemsModel {
     if (lazy) {
       out.indexKeys = new Map();
       out.midKeysHost = enc.mem.mid!.keys.dataSync() as Float32Array;
+      out.midProjected = new Map();
     }
     for (let l = 0; l < this.cfg.decoderLayers; l++) {
       for (const name of fused ? this.enabledStreams : (['all'] as const)) {
@@ -678,6 +695,16 @@ export class GemsModel {
       }
     }
     return out;
+  }
+
+  /** The layer's cache of projected mid-term keys for this search (prepare lazyMid), created on first use. */
+  private projectionCache(enc: EncodedStreams, layer: number, keys: number): ProjectedKeyCache {
+    let c = enc.midProjected!.get(layer);
+    if (!c) {
+      c = { slot: new Int32Array(keys).fill(-1), K: new Float32Array(0), V: new Float32Array(0), n: 0 };
+      enc.midProjected!.set(layer, c);
+    }
+    return c;
   }
 
   private projected(enc: EncodedStreams, layer: number, name: StreamName | 'all'): ProjectedMemory {
@@ -825,7 +852,8 @@ export class GemsModel {
           const select = name === 'mid' && this.hasIndexer && opts.topK > 0 && (opts.topK < Lk || lazy);
           if (select && (opts.selection ?? 'user') === 'user') {
             const kv = lazy ? null : this.projected(enc, l, name);
-            outs.push(this.userTopKAttention(l, q, m, lazy ? enc.indexKeys!.get(l)! : kv!.ki!, kv ?? enc.midKeysHost!, U, R, opts.topK, pa));
+            const host = lazy ? { keys: enc.midKeysHost!, cache: this.projectionCache(enc, l, U * Lk) } : null;
+            outs.push(this.userTopKAttention(l, q, m, lazy ? enc.indexKeys!.get(l)! : kv!.ki!, kv ?? host!, U, R, opts.topK, pa));
           }
           else if (lazy) throw new Error(`GEMs decodeStep: mid-term keys/values were not projected (prepare lazyMid) but selection is ${select ? "'query'" : 'off'}`);
           else if (select) outs.push(this.gatherAttention(l, q, this.projected(enc, l, name), m, U, R, opts.topK, pa));
@@ -855,7 +883,7 @@ export class GemsModel {
    * projected), so the cost is O(k) per row plus the indexer's O(T) scoring.
    * A user with no valid key attends uniformly over all (padding) keys, as the masked formulation does.
    */
-  private userTopKAttention(layer: number, q: T, m: Memory, ki: T, kv: ProjectedMemory | Float32Array, U: number, R: number, k: number, p: AttentionParams): T {
+  private userTopKAttention(layer: number, q: T, m: Memory, ki: T, kv: ProjectedMemory | { keys: Float32Array; cache: ProjectedKeyCache }, U: number, R: number, k: number, p: AttentionParams): T {
     const { heads, d } = this.cfg;
     const ix = this.cfg.indexer;
     const Lq = q.shape[1]!;
@@ -888,24 +916,32 @@ export class GemsModel {
     const splitH = (x: T) => x.reshape([U, width, heads, dh]).transpose([0, 2, 1, 3]);
     let Kg: T;
     let Vg: T;
-    if (!(kv instanceof Float32Array)) {
+    if (!('cache' in kv)) {
       const idx = tf.tensor1d(flat, 'int32');
       Kg = tf.gather(kv.K.reshape([U * Lk, hd]), idx);
       Vg = tf.gather(kv.V.reshape([U * Lk, hd]), idx);
     } else {
-      // Raw mid-term keys of the selected rows (host copy), projected to keys/values here: O(k·d²), not O(T·d²).
-      const raw = new Float32Array(U * width * d);
-      for (let i = 0; i < flat.length; i++) raw.set(kv.subarray(flat[i]! * d, (flat[i]! + 1) * d), i * d);
-      const x = tf.tensor2d(raw, [U * width, d]);
-      Kg = dense(x, p.wk, p.bk);
-      Vg = dense(x, p.wv, p.bv);
+      // Raw mid-term keys (host copy) projected to keys/values only for selected keys not projected earlier in this
+      // search: O(new keys · d²), not O(T·d²).
+      const { cache } = kv;
+      projectNewKeys(cache, flat, bias, kv.keys, d, hd, (x) => [dense(x, p.wk, p.bk), dense(x, p.wv, p.bv)]);
+      const kh = new Float32Array(U * width * hd);
+      const vh = new Float32Array(U * width * hd);
+      for (let i = 0; i < flat.length; i++) {
+        if (bias[i] !== 0) continue; // padding slot: masked, its row stays zero
+        const r = cache.slot[flat[i]!]!;
+        kh.set(cache.K.subarray(r * hd, (r + 1) * hd), i * hd);
+        vh.set(cache.V.subarray(r * hd, (r + 1) * hd), i * hd);
+      }
+      Kg = tf.tensor2d(kh, [U * width, hd]);
+      Vg = tf.tensor2d(vh, [U * width, hd]);
     }
     const Q = dense(q, p.wq, p.bq).reshape([U, rows, heads, dh]).transpose([0, 2, 1, 3]);
     const probs = tf.softmax(tf.matMul(Q, splitH(Kg), false, true).mul(1 / Math.sqrt(dh)).add(tf.tensor4d(bias, [U, 1, 1, width])), -1);
     let ctx = tf.matMul(probs, splitH(Vg)).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
     if (empty.some((x) => x)) {
       // Uniform attention over all keys: the mean of the values = the projection of the mean key (linear).
-      const uniform = (kv instanceof Float32Array ? dense(m.keys.mean(1, true), p.wv, p.bv) : kv.V.mean(1, true)).tile([1, rows, 1]);
+      const uniform = ('cache' in kv ? dense(m.keys.mean(1, true), p.wv, p.bv) : kv.V.mean(1, true)).tile([1, rows, 1]);
       ctx = tf.where(tf.tensor3d(empty, [U, 1, 1], 'bool').tile([1, rows, hd]), uniform, ctx);
     }
     return dense(ctx.reshape([U * R, Lq, hd]), p.wo, p.bo);
@@ -1124,6 +1160,40 @@ function validKeyLists(valid: Uint8Array, U: number): number[][] {
  * valid keys when there are ≤ k; out[(u·rows + r)·k + i], -1 where fewer than k. Average O(valid keys) per row
  * (quickselect of the k-th largest score, then one pass).
  */
+/**
+ * Projects the selected keys (`flat` rows whose `bias` is 0) that `cache` does not hold yet, in one batch, and
+ * appends their keys/values to it. `raw` = all raw keys on the host (rows of d), `project` maps [n, d] → [n, hd] ×2.
+ */
+function projectNewKeys(cache: ProjectedKeyCache, flat: Int32Array, bias: Float32Array, raw: Float32Array, d: number, hd: number, project: (x: tf.Tensor2D) => [T, T]): void {
+  const fresh: number[] = [];
+  for (let i = 0; i < flat.length; i++) {
+    const row = flat[i]!;
+    if (bias[i] !== 0 || cache.slot[row] !== -1) continue;
+    cache.slot[row] = cache.n + fresh.length;
+    fresh.push(row);
+  }
+  if (fresh.length === 0) return;
+  const need = (cache.n + fresh.length) * hd;
+  if (need > cache.K.length) {
+    // Grow by doubling (rows are appended as later levels select new keys).
+    const cap = Math.max(need, cache.K.length * 2);
+    const K = new Float32Array(cap);
+    const V = new Float32Array(cap);
+    K.set(cache.K.subarray(0, cache.n * hd));
+    V.set(cache.V.subarray(0, cache.n * hd));
+    cache.K = K;
+    cache.V = V;
+  }
+  const x = new Float32Array(fresh.length * d);
+  fresh.forEach((row, i) => x.set(raw.subarray(row * d, (row + 1) * d), i * d));
+  tf.tidy(() => {
+    const [K, V] = project(tf.tensor2d(x, [fresh.length, d]));
+    cache.K.set(K.dataSync() as Float32Array, cache.n * hd);
+    cache.V.set(V.dataSync() as Float32Array, cache.n * hd);
+  });
+  cache.n += fresh.length;
+}
+
 function selectTopK(scores: Float32Array, validKeys: number[][], rows: number, Lk: number, k: number): Int32Array {
   const out = new Int32Array(validKeys.length * rows * k).fill(-1);
   const buf = new Float32Array(Lk);

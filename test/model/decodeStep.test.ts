@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
 import { beamSearch } from '../../src/model/beam.js';
-import { GemsModel, type DecoderCache, type StepOptions } from '../../src/model/gems.js';
+import { GemsModel, type DecoderCache, type EncodedStreams, type StepOptions } from '../../src/model/gems.js';
 import { scoped } from '../../src/model/ops.js';
 import { batchFromInputs } from '../../src/train/samples.js';
 import { historyOf, ringHistories, tinyModel } from './fixture.js';
@@ -33,7 +33,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
  * Runs all levels step by step with R rows per user and pseudo-random parents/codes; returns per level the step's
  * log-probabilities and the rows' full prefixes (for the reference).
  */
-function stepThrough(model: GemsModel, enc: ReturnType<GemsModel['encode']>, U: number, R: number, opts: Omit<StepOptions, 'rowsPerUser'>, lazyMid = false) {
+function stepThrough(model: GemsModel, enc: ReturnType<GemsModel['encode']>, U: number, R: number, opts: Omit<StepOptions, 'rowsPerUser'>, lazyMid = false, inspect?: (prepared: EncodedStreams) => void) {
   return scoped(() => {
     const prepared = model.prepare(enc, { lazyMid });
     let cache: DecoderCache | null = null;
@@ -59,6 +59,7 @@ function stepThrough(model: GemsModel, enc: ReturnType<GemsModel['encode']>, U: 
       cache = r.cache;
       out.push({ logp: r.logp.dataSync() as Float32Array, prefixes: Int32Array.from(prefixes.flat()) });
     }
+    inspect?.(prepared);
     return out;
   });
 }
@@ -94,8 +95,18 @@ describe('GEMs incremental decoding', () => {
       lazy.forEach((x, l) => expect(maxAbsDiff(x.logp, eager[l]!.logp)).toBeLessThanOrEqual(1e-5));
     }
     // Selection really happens with k < keys.
-    const top3 = stepThrough(model, enc(), U, R, { topK: 3, selection: 'user' }, true);
+    let projected: number[] = [];
+    const top3 = stepThrough(model, enc(), U, R, { topK: 3, selection: 'user' }, true, (p) => (projected = [...p.midProjected!.values()].map((c) => c.n)));
     expect(maxAbsDiff(top3[1]!.logp, full[1]!.logp)).toBeGreaterThan(1e-4);
+    // A key selected again at a later level is not projected again: per layer, at most each valid key once, fewer
+    // than one projection per selection (W levels × U users × 3 keys).
+    const validKeys = enc().mem.mid!.valid.reduce((a, v) => a + v, 0);
+    expect(projected).toHaveLength(model.cfg.decoderLayers);
+    for (const n of projected) {
+      expect(n).toBeGreaterThan(0);
+      expect(n).toBeLessThanOrEqual(validKeys);
+      expect(n).toBeLessThan(model.W * U * 3);
+    }
   });
 
   it('per-user selection with one row per user is the per-query top-k (= the masked formulation)', () => {
