@@ -1011,7 +1011,7 @@ export class GemsModel {
     const prefix = new Int32Array(B * (W - 1));
     for (let b = 0; b < B; b++) for (let l = 0; l < W - 1; l++) prefix[b * (W - 1) + l] = targetCodes[b * W + l]!;
     const dec = this.decode(enc, prefix, W, opts);
-    return this.combine(this.levelNll(dec.hidden, targetCodes), dec.kl, opts);
+    return this.combine(this.targetNll(dec.hidden, targetCodes).mean() as tf.Scalar, dec.kl, opts);
   }
 
   /**
@@ -1021,13 +1021,14 @@ export class GemsModel {
    * mid-term and lifecycle streams end before the window starts; so row i sees exactly the events before its target,
    * and one encoding of the window serves T_recent targets (SASRec-style) instead of one.
    */
-  denseLoss(batch: GemsBatch, targetCodes: Int32Array, targetMask: Uint8Array, opts: ForwardOptions): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar; targets: number } {
+  denseLoss(batch: GemsBatch, targetCodes: Int32Array, targetMask: Uint8Array, opts: ForwardOptions, targetWeight?: Float32Array): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar; targets: number } {
     const c = this.cfg;
     if (!GemsModel.denseTrainable(c)) throw new Error(`GEMs dense loss needs recentCausal, features.gapFrom 'prev' and a fusion other than 'shared' (got ${c.recentCausal}, ${c.features.gapFrom}, ${c.fusion})`);
     const W = this.W;
     const U = batch.B;
     const P = c.tRecent;
     if (targetMask.length !== U * P || targetCodes.length !== U * P * W) throw new Error(`GEMs dense loss: ${targetMask.length} target rows / ${targetCodes.length} codes for ${U} windows of ${P}`);
+    if (targetWeight && targetWeight.length !== U * P) throw new Error(`GEMs dense loss: ${targetWeight.length} target weights for ${U * P} target rows`);
     const enc = this.encode(batch, opts.training);
     const prefix = new Int32Array(U * P * (W - 1));
     for (let r = 0; r < U * P; r++) for (let l = 0; l < W - 1; l++) prefix[r * (W - 1) + l] = targetCodes[r * W + l]!;
@@ -1038,7 +1039,13 @@ export class GemsModel {
     const hidden = gatherRows(dec.hidden.reshape([U * P, W * c.d]), Int32Array.from(rows)).reshape([rows.length, W, c.d]);
     const codes = new Int32Array(rows.length * W);
     rows.forEach((r, i) => codes.set(targetCodes.subarray(r * W, r * W + W), i * W));
-    return { ...this.combine(this.levelNll(hidden, codes), dec.kl, opts), targets: rows.length };
+    const perTarget = this.targetNll(hidden, codes);
+    const nll = perTarget.mean() as tf.Scalar;
+    if (!targetWeight) return { ...this.combine(nll, dec.kl, opts), targets: rows.length };
+    // Weighted targets: the loss is Σ w·NLL / Σ w; the reported NLL stays the plain mean (comparable across runs).
+    const w = Float32Array.from(rows, (r) => targetWeight[r]!);
+    const weighted = perTarget.mul(tf.tensor1d(w)).sum().div(w.reduce((a, b) => a + b, 0)) as tf.Scalar;
+    return { ...this.combine(weighted, dec.kl, opts), nll, targets: rows.length };
   }
 
   /**
@@ -1072,8 +1079,8 @@ export class GemsModel {
     return out;
   }
 
-  /** Σ over levels of the mean NLL of `codes` (n × W) given decoder hidden states [n, W, d]. */
-  private levelNll(hidden: T, codes: Int32Array): tf.Scalar {
+  /** Per target, Σ over levels of the NLL of `codes` (n × W) given decoder hidden states [n, W, d]: [n]. */
+  private targetNll(hidden: T, codes: Int32Array): tf.Tensor1D {
     const W = this.W;
     const n = codes.length / W;
     const nodes = this.trie ? this.prefixNodes(codes, n, W - 1, W) : null;
@@ -1081,9 +1088,9 @@ export class GemsModel {
     for (let l = 0; l < W; l++) {
       const hl = hidden.slice([0, l, 0], [n, 1, this.cfg.d]).reshape([n, this.cfg.d]);
       const labels = tf.tensor1d(Int32Array.from({ length: n }, (_, b) => codes[b * W + l]!), 'int32');
-      nlls.push(softmaxCrossEntropy(this.levelLogits(hl, l, nodes && l > 0 ? nodes[l - 1] : undefined) as tf.Tensor2D, labels).mean());
+      nlls.push(softmaxCrossEntropy(this.levelLogits(hl, l, nodes && l > 0 ? nodes[l - 1] : undefined) as tf.Tensor2D, labels));
     }
-    return tf.addN(nlls) as tf.Scalar;
+    return tf.addN(nlls) as tf.Tensor1D;
   }
 
   private combine(nll: tf.Scalar, klT: T | undefined, opts: ForwardOptions): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar } {

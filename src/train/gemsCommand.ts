@@ -111,6 +111,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
     seed: config.seed,
     adam: { ...DEFAULT_GEMS_TRAIN.adam, lr: flagNumber(args, 'lr', tp.lr ?? DEFAULT_GEMS_TRAIN.adam.lr) },
     lrDecayTo: flagNumber(args, 'lr-decay-to', tp.lrDecayTo ?? 0),
+    longRangeWeight: positiveWeight(flagNumber(args, 'long-range-weight', 1)),
     stages: [
       { maxEpochs: s1, patience },
       { maxEpochs: flagNumber(args, 'epochs2', tp.epochs?.[1] ?? DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },
@@ -123,7 +124,9 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   });
   let res;
   try {
-    res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart, trainMeta: life.trainMeta, arrays: life.arrays });
+    // A weighted objective is part of what the checkpoint is (and a resume must not change it).
+    const trainMeta = tc.longRangeWeight !== 1 ? { ...life.trainMeta, longRangeWeight: tc.longRangeWeight } : life.trainMeta;
+    res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart, trainMeta, arrays: life.arrays });
   } finally {
     life.dispose();
   }
@@ -137,4 +140,9 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   );
   res.model.params.dispose();
   return 0;
+}
+
+function positiveWeight(w: number): number {
+  if (!(w > 0) || !Number.isFinite(w)) throw new UsageError(`--long-range-weight must be a positive number, got ${w}`);
+  return w;
 }

@@ -52,6 +52,13 @@ export interface GemsTrainConfig {
    * run at the final rate.
    */
   lrDecayTo?: number;
+  /**
+   * Dense training: loss weight of long-range targets — those whose coarse interest (first Semantic-ID code) is
+   * absent from the recent and mid-term events the target sees but present in the lifecycle part (1 = off). Returns
+   * to dormant interests are rare next events, so the plain next-event loss gives them little beam mass; this is
+   * the lever for serving them (the lifecycle stream's purpose).
+   */
+  longRangeWeight?: number;
 }
 
 export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
@@ -219,6 +226,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const t0 = performance.now();
   const lastStage = model.hasIndexer ? 3 : 1;
   const dense = tc.dense && GemsModel.denseTrainable(mc);
+  if (!dense && (tc.longRangeWeight ?? 1) !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
   if (tc.dense && !dense) log.warn('dense training needs recentCausal, gapFrom prev and fusion ≠ shared: training one target per sample', { fusion: mc.fusion });
   log.info('training mode', { dense, batch: tc.batchSize, per_user: dense ? tc.windowsPerUser : tc.targetsPerUser });
   while (!state.done) {
@@ -239,19 +247,21 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
     let nllSum = 0;
     let klSum = 0;
     let targets = 0;
+    let longRange = 0;
     for (let s = 0; s < steps; s++) {
       const part = samples.slice(s * tc.batchSize, (s + 1) * tc.batchSize);
       let nll = 0;
       let kl = 0;
       let loss: () => { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar };
       if (dense) {
-        const d = denseBatchFromWindows(ctx, histories, part, tc.minInput);
+        const d = denseBatchFromWindows(ctx, histories, part, tc.minInput, tc.longRangeWeight ?? 1);
         if (d.targets === 0) {
           prog.tick(1);
           continue; // every target of these windows lacks a Semantic ID
         }
         targets += d.targets;
-        loss = () => model.denseLoss(d.batch, d.targetCodes, d.targetMask, fopts);
+        longRange += d.longRange;
+        loss = () => model.denseLoss(d.batch, d.targetCodes, d.targetMask, fopts, d.targetWeight);
       } else {
         const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
         targets += part.length;
@@ -283,7 +293,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       bestSnapshot = model.params.serialize();
       save(bestDir, false);
     } else state.bad++;
-    log.info('epoch done', { ...entry, best: state.best, bad: state.bad });
+    log.info('epoch done', { ...entry, best: state.best, bad: state.bad, ...((tc.longRangeWeight ?? 1) !== 1 ? { long_range_targets: longRange } : {}) });
     const elapsedMin = (performance.now() - t0) / 60000;
     const timeUp = tc.maxMinutes > 0 && elapsedMin > tc.maxMinutes;
     const epochMin = (performance.now() - te) / 60000;

@@ -139,7 +139,13 @@ export function trainingWindows(histories: History[], opts: { perUser: number; t
  * the window's first target. Target row r (left-padded like the stream) is the event after window row r; rows whose
  * target has no Semantic ID or sits before position `minInput` are masked.
  */
-export function denseBatchFromWindows(ctx: SampleContext, histories: History[], windows: Sample[], minInput = 1): { batch: GemsBatch; targetCodes: Int32Array; targetMask: Uint8Array; targets: number } {
+export function denseBatchFromWindows(
+  ctx: SampleContext,
+  histories: History[],
+  windows: Sample[],
+  minInput = 1,
+  longRangeWeight = 1,
+): { batch: GemsBatch; targetCodes: Int32Array; targetMask: Uint8Array; targets: number; targetWeight?: Float32Array; longRange: number } {
   const { cfg, sid, summarizer } = ctx;
   const W = sid.sizes.length;
   const T = cfg.tRecent;
@@ -152,7 +158,15 @@ export function denseBatchFromWindows(ctx: SampleContext, histories: History[], 
   const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
   const targetCodes = new Int32Array(B * T * W);
   const targetMask = new Uint8Array(B * T);
+  const weighted = longRangeWeight !== 1;
+  const targetWeight = weighted ? new Float32Array(B * T).fill(1) : undefined;
+  const coarse = (item: number) => {
+    const row = sid.rowOf(item);
+    return row < 0 ? -1 : sid.codes[row * W]!;
+  };
+  const visible = weighted ? new Int32Array(sid.sizes[0]!) : null;
   let targets = 0;
+  let longRange = 0;
   windows.forEach((w, b) => {
     const h = histories[w.user]!;
     const a = Math.max(0, w.t - T);
@@ -164,13 +178,29 @@ export function denseBatchFromWindows(ctx: SampleContext, histories: History[], 
     lifecycle.set(sum.vectors, b * sum.vectors.length);
     lifecycleValid.set(sum.valid, b * sum.valid.length);
     const n = w.t - a;
-    for (let i = Math.max(0, minInput - 1 - a); i < n; i++) {
+    // Long-range targets (weighted): the target's first Semantic-ID code — its coarse interest — is absent from
+    // every event the row sees through the recent and mid-term streams, but present in the lifecycle part.
+    let older: Set<number> | null = null;
+    if (visible) {
+      older = new Set<number>();
+      for (let j = 0; j < midStart; j++) older.add(coarse(h.itemId[j]!));
+      visible.fill(0);
+      for (let j = midStart; j < a; j++) if (coarse(h.itemId[j]!) >= 0) visible[coarse(h.itemId[j]!)]!++;
+    }
+    for (let i = 0; i < n; i++) {
+      if (visible && coarse(h.itemId[a + i]!) >= 0) visible[coarse(h.itemId[a + i]!)]!++; // row i sees window events ≤ i
+      if (i < minInput - 1 - a) continue;
       const r = b * T + (T - n) + i;
       const row = sid.rowOf(h.itemId[a + i + 1]!);
       if (row < 0) continue;
       targetMask[r] = 1;
       targetCodes.set(sid.codes.subarray(row * W, row * W + W), r * W);
       targets++;
+      const c = sid.codes[row * W]!;
+      if (visible && visible[c] === 0 && older!.has(c)) {
+        targetWeight![r] = longRangeWeight;
+        longRange++;
+      }
     }
   });
   const fc = cfg.features;
@@ -181,5 +211,5 @@ export function denseBatchFromWindows(ctx: SampleContext, histories: History[], 
     lifecycle,
     lifecycleValid,
   };
-  return { batch, targetCodes, targetMask, targets };
+  return { batch, targetCodes, targetMask, targets, targetWeight, longRange };
 }

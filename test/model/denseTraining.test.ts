@@ -45,6 +45,37 @@ describe('dense GEMs training', () => {
     }
   });
 
+  it('long-range targets (coarse interest only in the lifecycle part) get the weight; the loss is Σ w·NLL / Σ w', () => {
+    const { model, ctx, sid } = setup();
+    const W = sid.sizes.length;
+    const byCode = new Map<number, number[]>();
+    sid.itemIds.forEach((item, row) => byCode.set(sid.codes[row * W]!, [...(byCode.get(sid.codes[row * W]!) ?? []), item]));
+    const [a, b, c] = [...byCode.keys()];
+    const pick = (code: number, k: number) => byCode.get(code)![k % byCode.get(code)!.length]!;
+    // t = 30, T_recent 6, T_mid 14: window = events [24, 30), targets 25..30 (row i → event 25 + i), mid-term
+    // events [16, 24), lifecycle [0, 16). Code b only in the lifecycle part, code c nowhere before its target.
+    const items = Array.from({ length: 40 }, (_, k) => (k < 16 ? pick(k % 2 ? b! : a!, k) : pick(a!, k)));
+    items[27] = pick(b!, 1); // row 2: b absent from [16, 27), present before 16 → long-range
+    items[28] = pick(c!, 0); // row 3: c never seen → not long-range (nothing for the lifecycle stream to recall)
+    items[29] = pick(b!, 2); // row 4: b now visible at 27 → not long-range
+    const h = historyOf(7, items);
+    const plain = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }]);
+    expect(plain.targetWeight).toBeUndefined();
+    expect(plain.longRange).toBe(0);
+    const d = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], 1, 5);
+    expect(Array.from(d.targetWeight!)).toEqual([1, 1, 5, 1, 1, 1]);
+    expect(d.longRange).toBe(1);
+    const opts = { training: false, indexerLoss: false, topK: 0 };
+    const rows = [0, 1, 2, 3, 4, 5].map((r) => rowNll(model, d, r, opts));
+    const weighted = tf.tidy(() => {
+      const r = model.denseLoss(d.batch, d.targetCodes, d.targetMask, opts, d.targetWeight);
+      return { total: r.total.dataSync()[0]!, nll: r.nll.dataSync()[0]! };
+    });
+    const w = [1, 1, 5, 1, 1, 1];
+    expect(weighted.total).toBeCloseTo(rows.reduce((acc, x, i) => acc + w[i]! * x, 0) / 10, 4);
+    expect(weighted.nll).toBeCloseTo(rows.reduce((acc, x) => acc + x, 0) / 6, 4); // reported NLL: the plain mean
+  });
+
   it('the last row of a full window equals the per-target sample of the same target', () => {
     const { model, ctx, cfg } = setup();
     const hs = ringHistories(3, 40);
