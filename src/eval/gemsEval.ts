@@ -3,7 +3,8 @@
 // - Leave-one-out (ML-1M protocol): "filtered" runs the beam with the user's input items excluded, so it still
 //   yields K items outside the history (the HSTU protocol); "unfiltered" runs it without exclusion.
 // - Lifelong (generated set): Recall@K / NDCG@K for K ∈ {10, 100, 500} and HRecall@Level ℓ@K, overall and split
-//   by the generator's ground truth (targets from dormant interests vs current ones).
+//   by the generator's ground truth (targets from dormant interests vs current ones); the user's seen items are
+//   filtered from the beam unless asked otherwise (the generator's targets are unseen items).
 import { sliceHistory, type History } from '../data/events.js';
 import { scoped } from '../model/ops.js';
 import { beamSearch } from '../model/beam.js';
@@ -95,16 +96,26 @@ export interface LifelongResult {
 
 /**
  * Recall@K / NDCG@K and HRecall@ℓ@K for targets (each input = the user's events before the target position).
- * With one relevant item per target, Recall@K equals HR@K.
+ * With one relevant item per target, Recall@K equals HR@K. `filterSeen` (default true) runs the beam with the
+ * input's items excluded, as serving does and as the generator intends (its targets are items the user has not
+ * seen); the target itself is never excluded (a generator target may repeat an item when its interest has none left).
  */
-export function evaluateLifelong(loaded: LoadedGems, histories: Map<number, History>, targets: LifelongTarget[], ks = [10, 100, 500], opts: { batchSize?: number } & EvalAttention = {}): LifelongResult {
+export function evaluateLifelong(loaded: LoadedGems, histories: Map<number, History>, targets: LifelongTarget[], ks = [10, 100, 500], opts: { batchSize?: number; filterSeen?: boolean } & EvalAttention = {}): LifelongResult {
   const t0 = performance.now();
   const W = loaded.model.W;
   const usable = targets.filter((t) => histories.has(t.userId) && t.position >= 1 && loaded.sid.rowOf(t.itemId) >= 0);
   if (usable.length < targets.length) log.warn('targets skipped (unknown user, empty input or item without SID)', { skipped: targets.length - usable.length });
   const inputs = usable.map((t) => sliceHistory(histories.get(t.userId)!, 0, t.position));
   const maxK = Math.max(...ks);
-  const run = rankLists(loaded, inputs, maxK, { ...opts, task: 'lifelong beam' });
+  const exclude =
+    opts.filterSeen === false
+      ? undefined
+      : inputs.map((h, i) => {
+          const seen = new Set<number>(h.itemId);
+          seen.delete(usable[i]!.itemId);
+          return seen;
+        });
+  const run = rankLists(loaded, inputs, maxK, { ...opts, exclude, task: exclude ? 'lifelong beam (seen items filtered)' : 'lifelong beam' });
   const groups = { overall: new Agg(ks, W), dormant: new Agg(ks, W), current: new Agg(ks, W) };
   usable.forEach((t, i) => {
     const r = loaded.sid.rowOf(t.itemId);

@@ -3,7 +3,7 @@
 //   --protocol lifelong   generated set: Recall/NDCG@10/100/500 + HRecall@Level, split dormant/current
 import { basename, dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { flagList, flagNumber, flagString, UsageError } from '../args.js';
+import { flagBool, flagList, flagNumber, flagString, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { initBackend } from '../../compute/backend.js';
 import { resolvedPaths } from '../../config/config.js';
@@ -26,6 +26,7 @@ export const command: Command = {
           [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
           [--top-k N] (GEMs mid-term indexer top-k; 0 = full attention; default: what serving uses)
           [--indexer-selection user|query] (one top-k set per user, as served (default), or each beam its own)
+          [--unfiltered] (lifelong: keep the user's seen items in the ranking; default filters them, as serving)
   A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
   (default out: <dataDir>/runs/<first run name>).`,
   async run({ config, args, out, log }) {
@@ -37,6 +38,7 @@ export const command: Command = {
     if (split !== 'test' && split !== 'valid') throw new UsageError(`--split must be test or valid`);
     const protocol = flagString(args, 'protocol', existsSync(generatedPaths(config.dataDir).truth) ? 'lifelong' : 'loo');
     const maxUsers = args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined;
+    const filterSeen = !flagBool(args, 'unfiltered');
     // Mid-term attention of the GEMs rows: --top-k N (0 = full attention; default: what serving uses) and
     // --indexer-selection user|query (default user, as served).
     const attention: EvalAttention = {};
@@ -48,7 +50,7 @@ export const command: Command = {
     }
     await initBackend();
     const rows: ResultRow[] = [];
-    const details: Record<string, unknown> = { checkpoints: dirs, split, protocol };
+    const details: Record<string, unknown> = { checkpoints: dirs, split, protocol, ...(protocol === 'lifelong' ? { filterSeen } : {}) };
     let histories: History[] | null = null;
     const getHistories = async () => (histories ??= await loadHistories(config, { maxUsers }));
     for (const dir of dirs) {
@@ -78,7 +80,7 @@ export const command: Command = {
         } else {
           const truth = readTruth(generatedPaths(config.dataDir).truth);
           const byUser = new Map(hs.map((h) => [h.userId, h] as const));
-          const res = evaluateLifelong(loaded, byUser, truth, [10, 100, 500], { batchSize: flagNumber(args, 'batch', 8), ...attention });
+          const res = evaluateLifelong(loaded, byUser, truth, [10, 100, 500], { batchSize: flagNumber(args, 'batch', 8), filterSeen, ...attention });
           rows.push({ name: `${label} all targets`, metrics: res.overall }, { name: `${label} dormant`, metrics: res.dormant }, { name: `${label} current`, metrics: res.current });
           details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
         }
@@ -99,7 +101,7 @@ export const command: Command = {
         protocol:
           protocol === 'loo'
             ? 'Leave-one-out (last item = test, second-to-last = validation), ranking over all items; "filtered" removes the items of the input history from the ranking (HSTU default), "unfiltered" keeps them. Published rows: generative-recommenders README (filtered protocol).'
-            : 'Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K); HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator\'s dormant flag.',
+            : `Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K)${filterSeen ? ', the user\'s seen items filtered (as serving; the generator\'s targets are unseen items)' : ', seen items NOT filtered (--unfiltered)'}; HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator\'s dormant flag.`,
         rows: allRows,
         details,
         createdAt: new Date().toISOString(),
