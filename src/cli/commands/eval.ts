@@ -101,7 +101,7 @@ export const command: Command = {
         protocol:
           protocol === 'loo'
             ? 'Leave-one-out (last item = test, second-to-last = validation), ranking over all items; "filtered" removes the items of the input history from the ranking (HSTU default), "unfiltered" keeps them. Published rows: generative-recommenders README (filtered protocol).'
-            : `Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K)${filterSeen ? ', the user\'s seen items filtered (as serving; the generator\'s targets are unseen items)' : ', seen items NOT filtered (--unfiltered)'}; HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator\'s dormant flag.`,
+            : `Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K)${filterSeen ? ', the user\'s seen items filtered (as serving; the generator\'s targets are unseen items)' : ', seen items NOT filtered (--unfiltered)'}; HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator's dormant flag.`,
         rows: allRows,
         details,
         createdAt: new Date().toISOString(),
