@@ -1163,11 +1163,6 @@ function validKeyLists(valid: Uint8Array, U: number): number[][] {
 }
 
 /**
- * Per user u and row r, the k valid keys with the highest score (ties → lower index, as GemsModel.topKBias), or all
- * valid keys when there are ≤ k; out[(u·rows + r)·k + i], -1 where fewer than k. Average O(valid keys) per row
- * (quickselect of the k-th largest score, then one pass).
- */
-/**
  * Projects the selected keys (`flat` rows whose `bias` is 0) that `cache` does not hold yet, in one batch, and
  * appends their keys/values to it. `raw` = all raw keys on the host (rows of d), `project` maps [n, d] → [n, hd] ×2.
  */
@@ -1201,6 +1196,11 @@ function projectNewKeys(cache: ProjectedKeyCache, flat: Int32Array, bias: Float3
   cache.n += fresh.length;
 }
 
+/**
+ * Per user u and row r, the k valid keys with the highest score (ties → lower index, as GemsModel.topKBias), or all
+ * valid keys when there are ≤ k; out[(u·rows + r)·k + i], -1 where fewer than k. Average O(valid keys) per row
+ * (quickselect of the k-th largest score, then one pass).
+ */
 function selectTopK(scores: Float32Array, validKeys: number[][], rows: number, Lk: number, k: number): Int32Array {
   const out = new Int32Array(validKeys.length * rows * k).fill(-1);
   const buf = new Float32Array(Lk);
