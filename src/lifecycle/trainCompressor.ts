@@ -18,6 +18,7 @@ import { progress, type Logger } from '../util/log.js';
 import { hash32, Rng } from '../util/random.js';
 import { Compressor, initCompressorWeights, type CompressorWeights } from './compressor.js';
 import { authorBucket, denseFeatures, DENSE_FEATURES, ItemVocab, MAX_TAGS, tagBucket } from './eventEncoder.js';
+import { variableFrom } from '../model/params.js';
 import { phiTensor } from './qla.js';
 
 export interface TrainCompressorOptions {
@@ -150,7 +151,7 @@ let paramSerial = 0;
 class Params {
   readonly v: Record<string, tf.Variable> = {};
   add(name: string, data: Float32Array, shape: number[]): tf.Variable {
-    this.v[name] = tf.variable(tf.tensor(data, shape), true, `cmp_${name}_${++paramSerial}`);
+    this.v[name] = variableFrom(data, shape, true, `cmp_${name}_${++paramSerial}`);
     return this.v[name]!;
   }
   list(): tf.Variable[] {

@@ -13,6 +13,18 @@ export interface ParamManifestEntry {
   offset: number;
 }
 
+/**
+ * A variable holding a copy of `values`. tf.variable shares the source tensor's data and keeps its own reference,
+ * so the source is disposed here: left alive, it would keep the data allocated after the variable is disposed (a
+ * hot-swapped model would leak its weights).
+ */
+export function variableFrom(values: Float32Array, shape: number[], trainable: boolean, name?: string): tf.Variable {
+  const source = tf.tensor(values, shape);
+  const v = tf.variable(source, trainable, name);
+  source.dispose();
+  return v;
+}
+
 function nameHash(name: string): number {
   let h = 2166136261;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 16777619);
@@ -43,7 +55,7 @@ export class ParamStore {
       const s = init === 'xavier' ? Math.sqrt(2 / (fanIn + fanOut)) : std;
       for (let i = 0; i < size; i++) data[i] = rng.normal(0, s);
     }
-    const v = tf.variable(tf.tensor(data, shape), true, `${name}_${nameHash(name) ^ this.seed}_${Math.random().toString(36).slice(2, 8)}`);
+    const v = variableFrom(data, shape, true, `${name}_${nameHash(name) ^ this.seed}_${Math.random().toString(36).slice(2, 8)}`);
     this.vars.set(name, v);
     return v;
   }
@@ -88,11 +100,14 @@ export class ParamStore {
       const v = this.vars.get(m.name);
       if (!v) {
         // Created lazily by a layer not yet run: create it now with the stored value.
-        this.vars.set(m.name, tf.variable(tf.tensor(values.slice(), m.shape), true, `${m.name}_${Math.random().toString(36).slice(2, 10)}`));
+        this.vars.set(m.name, variableFrom(values.slice(), m.shape, true, `${m.name}_${Math.random().toString(36).slice(2, 10)}`));
         continue;
       }
       if (v.shape.join('x') !== m.shape.join('x')) throw new Error(`${origin}: parameter ${m.name} has shape ${m.shape}, model expects ${v.shape}`);
-      v.assign(tf.tensor(values.slice(), m.shape));
+      // assign() takes its own reference to the data, as tf.variable does: dispose the source (see variableFrom).
+      const source = tf.tensor(values.slice(), m.shape);
+      v.assign(source);
+      source.dispose();
     }
   }
 

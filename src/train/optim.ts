@@ -1,7 +1,7 @@
 // Adam with linear warm-up, optional weight decay (AdamW style) and global-norm gradient clipping. Written out
 // (rather than tf.train.adam) so the learning rate can change per step and the moments can be checkpointed.
 import { tf } from '../compute/backend.js';
-import type { ParamStore } from '../model/params.js';
+import { variableFrom, type ParamStore } from '../model/params.js';
 
 export interface AdamConfig {
   lr: number;
@@ -123,7 +123,7 @@ export class Adam {
         const p = this.params.vars.get(n);
         if (!p) throw new Error(`optimizer state: unknown parameter ${n}`);
         map.get(n)?.dispose();
-        map.set(n, tf.variable(tf.tensor(blob.slice(off, off + state.sizes[i]!), p.shape), false));
+        map.set(n, variableFrom(blob.slice(off, off + state.sizes[i]!), p.shape, false));
         off += state.sizes[i]!;
       });
     };
