@@ -14,11 +14,11 @@ import { initCompute, tf } from '../compute/backend.js';
 import type { GemsConfig } from '../config/config.js';
 import { cutStreams, type History } from '../data/events.js';
 import type { HistoryStore } from '../data/historyStore.js';
+import { variableFrom } from '../model/params.js';
 import { progress, type Logger } from '../util/log.js';
 import { hash32, Rng } from '../util/random.js';
 import { Compressor, initCompressorWeights, type CompressorWeights } from './compressor.js';
 import { authorBucket, denseFeatures, DENSE_FEATURES, ItemVocab, MAX_TAGS, tagBucket } from './eventEncoder.js';
-import { variableFrom } from '../model/params.js';
 import { phiTensor } from './qla.js';
 
 export interface TrainCompressorOptions {
