@@ -184,9 +184,9 @@ export const bench: Bench = {
         indexer_speedup_beam_search_p50: ratio('gems_bruteforce', 'gems_indexer', 'search_p50_ms'),
         top100_overlap_vs_bruteforce_untrained: overlap,
       });
-      gems.model.params.dispose();
-      single.model.params.dispose();
-      noMid.model.params.dispose();
+      gems.model.dispose();
+      single.model.dispose();
+      noMid.model.dispose();
     }
     return {
       measured: 'recommend() in process (model latency of GetRecommendations without gRPC or store reads); one user per request',

@@ -115,7 +115,7 @@ async function trainSmallGems(dataDir: string, histories: History[], items: numb
     train: { ...DEFAULT_GEMS_TRAIN, targetsPerUser: 4, maxMinutes: minutes, stages: [{ maxEpochs: 2, patience: 2 }, { maxEpochs: 1, patience: 1 }, { maxEpochs: 1, patience: 1 }] },
     runDir: join(resolvedPaths(loadConfig({ flags: { dataDir }, env: {} })).checkpoints, 'gems'),
   });
-  res.model.params.dispose();
+  res.model.dispose();
   return res.bestDir;
 }
 

@@ -103,7 +103,7 @@ export const bench: Bench = {
             out[`gems_${preset}_stage${stage}_prefix_embeddings_cost`] = round(row.samples_per_s / withPrefix.samples_per_s, 2);
           }
           console.log(`gems ${preset} stage ${stage} ${mode}: ${row.samples_per_s} targets/s, ${row.step_ms_p50} ms/step`);
-          model.params.dispose();
+          model.dispose();
           opt.dispose();
         }
       }

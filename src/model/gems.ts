@@ -258,6 +258,13 @@ export class GemsModel {
   }
 
   /** Whether the mid-term stream has its own cross-attention (and so an indexer). */
+  /** Frees the parameters and the cached causal masks (a replaced or finished model must not keep either). */
+  dispose(): void {
+    this.params.dispose();
+    for (const m of this.causal.values()) m.dispose();
+    this.causal.clear();
+  }
+
   get hasIndexer(): boolean {
     return this.cfg.streams.mid && (this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated');
   }

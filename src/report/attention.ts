@@ -51,7 +51,7 @@ export async function measureAttentionShare(config: GemsConfig, checkpoints: str
       for (const [s, v] of Object.entries(sums)) share[s as StreamName] = n ? v / n : 0;
       variants.push({ checkpoint: dir, run, fusion: cfg.fusion, streams: { ...cfg.streams }, users: n, share: n ? share : null, reason: n ? undefined : 'the model returned no attention mass' });
     } finally {
-      loaded.model.params.dispose();
+      loaded.model.dispose();
     }
   }
   return { file: attentionSharePath(config.dataDir), command: opts.command, createdAt: new Date().toISOString(), backend: opts.backend, seed: config.seed, variants };

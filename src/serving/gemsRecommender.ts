@@ -203,7 +203,7 @@ export class GemsRecommender implements RecommenderModel {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.loaded.model.params.dispose();
+    this.loaded.model.dispose();
     (this.loaded.summarizer as { dispose?: () => void }).dispose?.();
   }
 }

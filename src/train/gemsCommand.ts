@@ -138,7 +138,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
       lifecycleSource: source, compressorVersion: life.trainMeta['compressorVersion'] ?? null,
     }),
   );
-  res.model.params.dispose();
+  res.model.dispose();
   return 0;
 }
 

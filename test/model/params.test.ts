@@ -1,10 +1,12 @@
 // Parameters free their memory when disposed: a model that is loaded (initialised, then overwritten from a
 // checkpoint) and disposed — what a serving hot-swap does — leaves no tensors and no bytes behind, nor does
-// optimizer state restored on resume.
+// optimizer state restored on resume; a GEMs model also frees the causal masks it cached.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
 import { ParamStore } from '../../src/model/params.js';
+import { recommend } from '../../src/model/recommend.js';
 import { Adam, DEFAULT_ADAM } from '../../src/train/optim.js';
+import { ringHistories, tinyModel } from './fixture.js';
 
 beforeAll(async () => {
   await initBackend();
@@ -21,7 +23,9 @@ function build(seed: number): ParamStore {
 
 describe('ParamStore memory', () => {
   it('create → load a checkpoint → dispose returns tensors and bytes to where they were', () => {
-    const saved = build(7).serialize();
+    const original = build(7);
+    const saved = original.serialize();
+    original.dispose();
     const before = tf.memory();
     for (let round = 0; round < 3; round++) {
       const p = build(round);
@@ -37,7 +41,9 @@ describe('ParamStore memory', () => {
   });
 
   it('a parameter created by load() (not built yet) is freed on dispose too', () => {
-    const saved = build(3).serialize();
+    const original = build(3);
+    const saved = original.serialize();
+    original.dispose();
     const before = tf.memory();
     const p = new ParamStore(1);
     p.load(saved.manifest, saved.blob, 'test checkpoint');
@@ -62,5 +68,20 @@ describe('ParamStore memory', () => {
     expect(tf.memory().numTensors).toBe(before.numTensors);
     adam.dispose();
     p.dispose();
+  });
+});
+
+describe('GemsModel memory', () => {
+  it('a model that ran beam search frees everything on dispose: parameters and cached causal masks', () => {
+    const before = tf.memory();
+    for (let round = 0; round < 2; round++) {
+      const { loaded, model } = tinyModel();
+      const hs = ringHistories(2, 40);
+      const out = recommend(loaded, hs, 3, { beam: 4 });
+      expect(out.map((o) => o.items.length)).toEqual([3, 3]);
+      model.dispose();
+      expect(tf.memory().numTensors).toBe(before.numTensors);
+      expect(tf.memory().numBytes).toBe(before.numBytes);
+    }
   });
 });

@@ -84,7 +84,7 @@ export const command: Command = {
           rows.push({ name: `${label} all targets`, metrics: res.overall }, { name: `${label} dormant`, metrics: res.dormant }, { name: `${label} current`, metrics: res.current });
           details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
         }
-        loaded.model.params.dispose();
+        loaded.model.dispose();
       } else throw new UsageError(`${dir}: unknown model kind '${meta.kind}'`);
       log.info('evaluated', { checkpoint: dir, rows: rows.slice(-3) });
     }
