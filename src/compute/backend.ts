@@ -116,3 +116,16 @@ export async function initBackend(): Promise<string> {
 }
 
 export { tf };
+
+/**
+ * A variable holding a copy of `values`. tf.variable shares the source tensor's data and keeps its own reference,
+ * so the source is disposed here: left alive, it would keep the data allocated after the variable is disposed (a
+ * hot-swapped model would leak its weights).
+ */
+export function variableFrom(values: Float32Array, shape: number[], trainable: boolean, name?: string): tf.Variable {
+  const source = tf.tensor(values, shape);
+  const v = tf.variable(source, trainable, name);
+  source.dispose();
+  return v;
+}
+

@@ -4,6 +4,7 @@
 // position, Adam. Default size: 2 layers, d = 64, 4 heads, batch 64 × 200 tokens, 3,707 items.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../util/random.js';
+import { variableFrom } from './backend.js';
 import { layerNorm as fusedLayerNorm, softmaxCrossEntropy } from './ops.js';
 
 export interface ReferenceTransformerConfig {
@@ -47,17 +48,17 @@ export function createReferenceTransformer(overrides: Partial<ReferenceTransform
     const size = shape.reduce((p, x) => p * x, 1);
     const values = new Float32Array(size);
     for (let i = 0; i < size; i++) values[i] = rng.normal() * scale;
-    const v = tf.variable(tf.tensor(values, shape), true, `${prefix}/${name}`);
+    const v = variableFrom(values, shape, true, `${prefix}/${name}`);
     vars.push(v);
     return v;
   };
   const ones = (shape: number[], name: string): tf.Variable => {
-    const v = tf.variable(tf.ones(shape), true, `${prefix}/${name}`);
+    const v = variableFrom(new Float32Array(shape.reduce((p, x) => p * x, 1)).fill(1), shape, true, `${prefix}/${name}`);
     vars.push(v);
     return v;
   };
   const zeros = (shape: number[], name: string): tf.Variable => {
-    const v = tf.variable(tf.zeros(shape), true, `${prefix}/${name}`);
+    const v = variableFrom(new Float32Array(shape.reduce((p, x) => p * x, 1)), shape, true, `${prefix}/${name}`);
     vars.push(v);
     return v;
   };

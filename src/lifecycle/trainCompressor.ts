@@ -10,11 +10,10 @@
 // Baseline: the same decoder fed by the mean item embedding of the history through an MLP (one softmax). Reported
 // side by side: per-event NLL over the full catalogue and recall@K (share of lifecycle events whose item is in the
 // top K). Embedding gradients use tf.customGrad + scatterND (wasm has no gather gradient, DESIGN §6).
-import { initCompute, tf } from '../compute/backend.js';
+import { initCompute, tf, variableFrom } from '../compute/backend.js';
 import type { GemsConfig } from '../config/config.js';
 import { cutStreams, type History } from '../data/events.js';
 import type { HistoryStore } from '../data/historyStore.js';
-import { variableFrom } from '../model/params.js';
 import { progress, type Logger } from '../util/log.js';
 import { hash32, Rng } from '../util/random.js';
 import { Compressor, initCompressorWeights, type CompressorWeights } from './compressor.js';

@@ -1,7 +1,7 @@
 // Named trainable parameters with deterministic initialisation: each parameter draws from its own Rng seeded by
 // (model seed, parameter name), so a parameter's initial value does not depend on the order layers are built in.
 // Serialised as one little-endian float32 blob plus a manifest (name, shape, offset) — see src/train/checkpoint.ts.
-import { tf } from '../compute/backend.js';
+import { tf, variableFrom } from '../compute/backend.js';
 import { Rng, hash32 } from '../util/random.js';
 
 export type Init = 'normal' | 'zeros' | 'ones' | 'xavier';
@@ -11,18 +11,6 @@ export interface ParamManifestEntry {
   shape: number[];
   /** Offset in float32 elements into the blob. */
   offset: number;
-}
-
-/**
- * A variable holding a copy of `values`. tf.variable shares the source tensor's data and keeps its own reference,
- * so the source is disposed here: left alive, it would keep the data allocated after the variable is disposed (a
- * hot-swapped model would leak its weights).
- */
-export function variableFrom(values: Float32Array, shape: number[], trainable: boolean, name?: string): tf.Variable {
-  const source = tf.tensor(values, shape);
-  const v = tf.variable(source, trainable, name);
-  source.dispose();
-  return v;
 }
 
 function nameHash(name: string): number {

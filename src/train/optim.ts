@@ -1,7 +1,7 @@
 // Adam with linear warm-up, optional weight decay (AdamW style) and global-norm gradient clipping. Written out
 // (rather than tf.train.adam) so the learning rate can change per step and the moments can be checkpointed.
-import { tf } from '../compute/backend.js';
-import { variableFrom, type ParamStore } from '../model/params.js';
+import { tf, variableFrom } from '../compute/backend.js';
+import type { ParamStore } from '../model/params.js';
 
 export interface AdamConfig {
   lr: number;
