@@ -128,4 +128,3 @@ export function variableFrom(values: Float32Array, shape: number[], trainable: b
   source.dispose();
   return v;
 }
-

@@ -44,24 +44,19 @@ export function createReferenceTransformer(overrides: Partial<ReferenceTransform
   const rng = new Rng(cfg.seed);
   const vars: tf.Variable[] = [];
   const prefix = `reftx${instances++}`;
-  const param = (shape: number[], scale: number, name: string): tf.Variable => {
-    const size = shape.reduce((p, x) => p * x, 1);
-    const values = new Float32Array(size);
-    for (let i = 0; i < size; i++) values[i] = rng.normal() * scale;
+  const sizeOf = (shape: number[]) => shape.reduce((p, x) => p * x, 1);
+  const add = (values: Float32Array, shape: number[], name: string): tf.Variable => {
     const v = variableFrom(values, shape, true, `${prefix}/${name}`);
     vars.push(v);
     return v;
   };
-  const ones = (shape: number[], name: string): tf.Variable => {
-    const v = variableFrom(new Float32Array(shape.reduce((p, x) => p * x, 1)).fill(1), shape, true, `${prefix}/${name}`);
-    vars.push(v);
-    return v;
+  const param = (shape: number[], scale: number, name: string): tf.Variable => {
+    const values = new Float32Array(sizeOf(shape));
+    for (let i = 0; i < values.length; i++) values[i] = rng.normal() * scale;
+    return add(values, shape, name);
   };
-  const zeros = (shape: number[], name: string): tf.Variable => {
-    const v = variableFrom(new Float32Array(shape.reduce((p, x) => p * x, 1)), shape, true, `${prefix}/${name}`);
-    vars.push(v);
-    return v;
-  };
+  const ones = (shape: number[], name: string): tf.Variable => add(new Float32Array(sizeOf(shape)).fill(1), shape, name);
+  const zeros = (shape: number[], name: string): tf.Variable => add(new Float32Array(sizeOf(shape)), shape, name);
   const itemEmb = param([items, d], 0.05, 'item');
   const posEmb = param([seqLen, d], 0.05, 'pos');
   const blocks = Array.from({ length: layers }, (_, l) => ({

@@ -257,7 +257,6 @@ export class GemsModel {
     return this.cfg.tMid - this.cfg.tRecent;
   }
 
-  /** Whether the mid-term stream has its own cross-attention (and so an indexer). */
   /** Frees the parameters and the cached causal masks (a replaced or finished model must not keep either). */
   dispose(): void {
     this.params.dispose();
@@ -265,6 +264,7 @@ export class GemsModel {
     this.causal.clear();
   }
 
+  /** Whether the mid-term stream has its own cross-attention (and so an indexer). */
   get hasIndexer(): boolean {
     return this.cfg.streams.mid && (this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated');
   }
