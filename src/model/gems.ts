@@ -62,6 +62,13 @@ export interface GemsModelConfig {
   prefixEmbeddings?: boolean;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
+  /**
+   * What the indexer scores a mid-term key from. 'features': the event's behavior features (the behavior encoder's
+   * input, before any MLP) plus a learned vector per mid-term position — so at serving time the behavior MLP and the
+   * mid-term MLP run only on the keys the indexer selected (encode lazyMid), not on all T_mid − T_recent events.
+   * 'encoded': the encoded mid-term key (absent in older checkpoints = 'encoded').
+   */
+  indexerKeys?: 'encoded' | 'features';
   lifecycle: { slots: number; inDim: number; layers: number };
   fusion: FusionKind;
   streams: Record<StreamName, boolean>;
@@ -86,6 +93,7 @@ export function defaultGemsConfig(numItems: number, sizes: number[], over: Parti
     prefixEmbeddings: true,
     decoderLayers: 2,
     indexer: { heads: 2, dim: 16, topK: 64, klWeight: 1 },
+    indexerKeys: 'features',
     lifecycle: { slots: 32, inDim: 32, layers: 1 },
     fusion: 'sum',
     streams: { recent: true, mid: true, lifecycle: true },
@@ -134,11 +142,25 @@ interface Memory {
   bias: T;
   /** Validity per key (B × Lk), for the indexer's top-k. */
   valid: Uint8Array;
+  /** Mid-term stream with cfg.indexerKeys 'features': the events' behavior features [B, Lk, featureDim]. */
+  features?: T;
+}
+
+/**
+ * The mid-term stream encoded lazily (encode lazyMid; inference): only the behavior features of its events, from which
+ * the indexer scores keys; the MLPs run on the selected keys only (GemsModel.encodeMidRows), as decodeStep needs them.
+ */
+export interface LazyMidTerm {
+  features: T;
+  bias: T;
+  valid: Uint8Array;
 }
 
 export interface EncodedStreams {
   B: number;
+  /** The encoded streams; with `midLazy` the mid-term stream is not here. */
   mem: Partial<Record<StreamName | 'all', Memory>>;
+  midLazy?: LazyMidTerm;
   /** Key/value (and indexer key) projections per cross-attention, from GemsModel.prepare (inference). */
   proj?: Map<string, ProjectedMemory>;
   /**
@@ -269,6 +291,17 @@ export class GemsModel {
     return this.cfg.streams.mid && (this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated');
   }
 
+  /** Whether the indexer scores mid-term keys from their behavior features (cfg.indexerKeys), so encode can be lazy. */
+  get indexerOnFeatures(): boolean {
+    return this.hasIndexer && this.cfg.indexerKeys === 'features';
+  }
+
+  /** Width of an event's behavior features (the behavior encoder's input). */
+  get featureDim(): number {
+    const f = this.cfg.features;
+    return f.itemDim + f.authorDim + f.tagDim + 4 * f.timeDim + LABEL_BITS;
+  }
+
   // ---- parameters -------------------------------------------------------------------------------------------
 
   private attnParams(prefix: string, dIn = this.cfg.d): void {
@@ -313,8 +346,7 @@ export class GemsModel {
     p.get('be.hour', [HOUR_BUCKETS, f.timeDim], 'normal', 0.1);
     p.get('be.play', [LOG_BUCKETS, f.timeDim], 'normal', 0.1);
     p.get('be.dur', [LOG_BUCKETS, f.timeDim], 'normal', 0.1);
-    const cat = f.itemDim + f.authorDim + f.tagDim + 4 * f.timeDim + LABEL_BITS;
-    p.get('be.w1', [cat, d]);
+    p.get('be.w1', [this.featureDim, d]);
     p.get('be.b1', [d], 'zeros');
     p.get('be.w2', [d, d]);
     p.get('be.b2', [d], 'zeros');
@@ -363,8 +395,9 @@ export class GemsModel {
         if (this.hasIndexer) {
           const ix = c.indexer;
           p.get(`${pre}.indexer.wq`, [d, ix.heads * ix.dim]);
-          p.get(`${pre}.indexer.wk`, [d, ix.dim]);
+          p.get(`${pre}.indexer.wk`, [this.indexerOnFeatures ? this.featureDim : d, ix.dim]);
           p.get(`${pre}.indexer.ww`, [d, ix.heads]);
+          if (this.indexerOnFeatures) p.get(`${pre}.indexer.pos`, [this.midLen, ix.dim], 'normal', 0.02);
         }
       } else {
         this.normParams(`${pre}.norm_all`);
@@ -419,6 +452,16 @@ export class GemsModel {
 
   /** Behavior encoder: event features → [B, T, d]. */
   behavior(sb: StreamBatch, training: boolean): T {
+    return this.behaviorMlp(this.behaviorFeatures(sb), training).reshape([sb.B, sb.T, this.cfg.d]);
+  }
+
+  /** The behavior encoder's MLP: features [n, featureDim] → [n, d]. */
+  private behaviorMlp(x: T, training: boolean): T {
+    return dense(this.drop(gelu(dense(x, this.v('be.w1'), this.v('be.b1'))), training), this.v('be.w2'), this.v('be.b2'));
+  }
+
+  /** The behavior encoder's input [B·T, featureDim]: the event's embeddings and encodings, concatenated. */
+  private behaviorFeatures(sb: StreamBatch): T {
     const f = this.cfg.features;
     const n = sb.B * sb.T;
     const tagMask = new Float32Array(n * f.maxTags);
@@ -433,7 +476,7 @@ export class GemsModel {
       .mul(tf.tensor3d(tagMask, [n, f.maxTags, 1]))
       .sum(1)
       .mul(tf.tensor2d(tagCount, [n, 1]));
-    const x = tf.concat(
+    return tf.concat(
       [
         gatherRows(this.v('be.item'), sb.item),
         gatherRows(this.v('be.author'), sb.author),
@@ -446,8 +489,6 @@ export class GemsModel {
       ],
       1,
     );
-    const h = dense(this.drop(gelu(dense(x, this.v('be.w1'), this.v('be.b1'))), training), this.v('be.w2'), this.v('be.b2'));
-    return h.reshape([sb.B, sb.T, this.cfg.d]);
   }
 
   private positions(name: string, T: number): T {
@@ -460,9 +501,14 @@ export class GemsModel {
     return dense(x, this.v('life.proj'), this.v('life.projb')).add(this.v('life.slot').reshape([1, slots, this.cfg.d]));
   }
 
-  /** Encodes the enabled streams into decoder memories. */
-  encode(batch: GemsBatch, training: boolean): EncodedStreams {
+  /**
+   * Encodes the enabled streams into decoder memories. `lazyMid` (inference, indexer on features): the mid-term stream
+   * only as behavior features (EncodedStreams.midLazy); beam search with the indexer's per-user selection then encodes
+   * just the keys it selects.
+   */
+  encode(batch: GemsBatch, training: boolean, opts: { lazyMid?: boolean } = {}): EncodedStreams {
     const c = this.cfg;
+    if (opts.lazyMid && (training || !this.indexerOnFeatures)) throw new Error('GEMs encode: lazyMid is for inference with cfg.indexerKeys \'features\'');
     const B = batch.B;
     if (batch.recent.T !== c.tRecent || batch.mid.T !== this.midLen) throw new Error(`GEMs batch: stream lengths ${batch.recent.T}/${batch.mid.T}, model expects ${c.tRecent}/${this.midLen}`);
     if (batch.lifecycle.length !== B * c.lifecycle.slots * c.lifecycle.inDim) throw new Error(`GEMs batch: lifecycle summary has ${batch.lifecycle.length} values, expected ${B}×${c.lifecycle.slots}×${c.lifecycle.inDim}`);
@@ -499,10 +545,16 @@ export class GemsModel {
       for (let l = 0; l < c.recentLayers; l++) x = this.selfBlock(`recent${l}`, x, bias, training);
       mem.recent = { keys: this.norm('recent.out', x), bias: keyBias, valid: batch.recent.valid };
     }
+    let midLazy: LazyMidTerm | undefined;
     if (c.streams.mid) {
-      const x = this.behavior(batch.mid, training).add(this.positions('mid.pos', this.midLen));
-      const h = x.add(this.drop(this.ffn('mid.mlp', x, training), training));
-      mem.mid = { keys: this.norm('mid.out', h), bias: maskFromValid(batch.mid.valid, B, this.midLen), valid: batch.mid.valid };
+      const f = this.behaviorFeatures(batch.mid);
+      const bias = maskFromValid(batch.mid.valid, B, this.midLen);
+      const features = this.indexerOnFeatures ? f.reshape([B, this.midLen, this.featureDim]) : undefined;
+      if (opts.lazyMid) midLazy = { features: features!, bias, valid: batch.mid.valid };
+      else {
+        const x = this.behaviorMlp(f, training).reshape([B, this.midLen, c.d]).add(this.positions('mid.pos', this.midLen));
+        mem.mid = { keys: this.midMlp(x, training), bias, valid: batch.mid.valid, features };
+      }
     }
     if (c.streams.lifecycle) {
       const bias = maskFromValid(batch.lifecycleValid, B, c.lifecycle.slots);
@@ -516,12 +568,26 @@ export class GemsModel {
       const keys = tf.concat(names.map((s) => mem[s]!.keys), 1);
       return { B, mem: { all: { keys, bias: maskFromValid(valid, B, valid.length / B), valid } } };
     }
-    return { B, mem };
+    return midLazy ? { B, mem, midLazy } : { B, mem };
+  }
+
+  /** The mid-term MLP and output norm over behavior-encoded events (with positions) [.., d]. */
+  private midMlp(x: T, training: boolean): T {
+    return this.norm('mid.out', x.add(this.drop(this.ffn('mid.mlp', x, training), training)));
+  }
+
+  /**
+   * Encoded mid-term keys [n, d] of the given events from their behavior features [n, featureDim] and mid-term
+   * positions — per event exactly what encode computes for the whole stream (inference: no dropout).
+   */
+  encodeMidRows(features: T, positions: Int32Array): T {
+    return this.midMlp(this.behaviorMlp(features, false).add(gatherRows(this.v('mid.pos'), positions)), false);
   }
 
   /** Repeats each user's memories `times` times (beam search: one row per beam). */
   tile(enc: EncodedStreams, times: number): EncodedStreams {
     if (times === 1) return enc;
+    if (enc.midLazy) throw new Error('GEMs tile: a lazily encoded mid-term stream cannot be tiled');
     const idx = Int32Array.from({ length: enc.B * times }, (_, i) => Math.floor(i / times));
     const idxT = tf.tensor1d(idx, 'int32');
     const mem: EncodedStreams['mem'] = {};
@@ -529,22 +595,32 @@ export class GemsModel {
       const Lk = m.valid.length / enc.B;
       const valid = new Uint8Array(idx.length * Lk);
       idx.forEach((u, i) => valid.set(m.valid.subarray(u * Lk, (u + 1) * Lk), i * Lk));
-      mem[k] = { keys: tf.gather(m.keys, idxT), bias: tf.gather(m.bias, idxT), valid };
+      mem[k] = { keys: tf.gather(m.keys, idxT), bias: tf.gather(m.bias, idxT), valid, features: m.features && tf.gather(m.features, idxT) };
     }
     return { B: enc.B * times, mem };
   }
 
   // ---- indexer ----------------------------------------------------------------------------------------------
 
-  /** Indexer scores [B, Lq, Lk] from detached queries and keys. */
-  indexerScores(layer: number, q: T, keys: T): T {
+  /**
+   * The indexer's keys [B, Lk, dim] of the mid-term stream, from detached inputs (the indexer learns only from its
+   * KL): the events' behavior features plus a per-position vector (cfg.indexerKeys 'features'), or the encoded keys.
+   */
+  indexerKeys(layer: number, m: { keys?: T; features?: T }): T {
+    const wk = this.v(`dec${layer}.indexer.wk`);
+    if (!this.indexerOnFeatures) return dense(stopGradient(m.keys!), wk);
+    if (!m.features) throw new Error('GEMs indexer: the mid-term memory has no behavior features (encoded without them)');
+    const pos = this.v(`dec${layer}.indexer.pos`);
+    return dense(stopGradient(m.features), wk).add(pos.reshape([1, this.midLen, this.cfg.indexer.dim]));
+  }
+
+  /** Indexer scores [B, Lq, Lk] from detached queries and the indexer's keys `ki` [B, Lk, dim] (indexerKeys). */
+  indexerScores(layer: number, q: T, ki: T): T {
     const ix = this.cfg.indexer;
     const [B, Lq] = q.shape as [number, number, number];
-    const Lk = keys.shape[1]!;
+    const Lk = ki.shape[1]!;
     const qd = stopGradient(q);
-    const kd = stopGradient(keys);
     const qi = dense(qd, this.v(`dec${layer}.indexer.wq`)).reshape([B, Lq * ix.heads, ix.dim]);
-    const ki = dense(kd, this.v(`dec${layer}.indexer.wk`)); // [B, Lk, dim]
     const dots = tf.relu(tf.matMul(qi, ki, false, true)).reshape([B, Lq, ix.heads, Lk]);
     const w = dense(qd, this.v(`dec${layer}.indexer.ww`)).reshape([B, Lq, ix.heads, 1]);
     return dots.mul(w).sum(2);
@@ -649,7 +725,7 @@ export class GemsModel {
           } else if (name === 'mid' && this.hasIndexer && (opts.indexerLoss || opts.topK > 0)) {
             const Lk = this.midLen;
             const qf = fold(q);
-            const scores = this.indexerScores(l, qf, m.keys).add(m.bias.reshape([Bq, 1, Lk]));
+            const scores = this.indexerScores(l, qf, this.indexerKeys(l, m)).add(m.bias.reshape([Bq, 1, Lk]));
             let bias = m.bias;
             if (opts.topK > 0 && opts.topK < Lk) bias = GemsModel.topKBias(scores.dataSync() as Float32Array, m.valid, Bq, Lq, Lk, opts.topK);
             const { out, probs } = attention(qf, m.keys, this.attn(`${pre}.x_${name}`), c.heads, bias, true);
@@ -697,7 +773,7 @@ export class GemsModel {
     }
     for (let l = 0; l < this.cfg.decoderLayers; l++) {
       for (const name of fused ? this.enabledStreams : (['all'] as const)) {
-        if (lazy && name === 'mid') out.indexKeys!.set(l, dense(enc.mem.mid!.keys, this.v(`dec${l}.indexer.wk`)));
+        if (lazy && name === 'mid') out.indexKeys!.set(l, this.indexerKeys(l, enc.mem.mid!));
         else proj.set(`${l}.${name}`, this.projected(enc, l, name));
       }
     }
@@ -724,7 +800,7 @@ export class GemsModel {
     const [U, Lk, hd] = K.shape as [number, number, number];
     const split = (x: T) => x.reshape([U, Lk, this.cfg.heads, hd / this.cfg.heads]).transpose([0, 2, 1, 3]);
     const pm: ProjectedMemory = { K, V, Kh: split(K), Vh: split(V) };
-    if (name === 'mid' && this.hasIndexer) pm.ki = dense(m.keys, this.v(`dec${layer}.indexer.wk`));
+    if (name === 'mid' && this.hasIndexer) pm.ki = this.indexerKeys(layer, m);
     return pm;
   }
 
