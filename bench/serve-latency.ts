@@ -33,7 +33,7 @@ import { sliceHistory, type History } from '../src/data/events.js';
 import { buildCatalogue } from '../src/data/generator/catalogue.js';
 import { generateUser, resolveLifelongOptions } from '../src/data/generator/lifelong.js';
 import { ChunkMeanSummarizer, type LifecycleSummary } from '../src/model/features.js';
-import { defaultGemsConfig, GemsModel, type GemsModelConfig } from '../src/model/gems.js';
+import { defaultGemsConfig, GemsModel, type GemsModelConfig, type IndexerSelection } from '../src/model/gems.js';
 import { recommend, type LoadedGems } from '../src/model/recommend.js';
 import { simpleSemanticIds } from '../src/model/sid.js';
 import type { CheckpointMeta } from '../src/train/checkpoint.js';
@@ -42,12 +42,12 @@ import { logger } from '../src/util/log.js';
 
 const log = logger('bench.serve-latency');
 
-type VariantName = 'gems_indexer' | 'gems_indexer_query' | 'gems_bruteforce' | 'single_stream' | 'gems_no_mid';
+type VariantName = 'gems_indexer' | 'gems_indexer_request' | 'gems_indexer_query' | 'gems_bruteforce' | 'single_stream' | 'gems_no_mid';
 interface Variant {
   name: VariantName;
   loaded: LoadedGems;
   topK: number;
-  selection: 'user' | 'query';
+  selection: IndexerSelection;
 }
 
 interface ModelSize {
@@ -107,6 +107,7 @@ export const bench: Bench = {
       const noMid = load({ ...gemsCfg, streams: { recent: true, mid: false, lifecycle: true } }, sid, summarizer);
       const variants: Variant[] = [
         { name: 'gems_indexer', loaded: gems, topK, selection: 'user' },
+        { name: 'gems_indexer_request', loaded: gems, topK, selection: 'request' },
         { name: 'gems_indexer_query', loaded: gems, topK, selection: 'query' },
         { name: 'gems_bruteforce', loaded: gems, topK: 0, selection: 'query' },
         { name: 'single_stream', loaded: single, topK: 0, selection: 'query' },
@@ -114,7 +115,7 @@ export const bench: Bench = {
       ];
 
       const rows: Record<string, number | string>[] = [];
-      const overlap: Record<string, Record<string, number>> = { gems_indexer: {}, gems_indexer_query: {} };
+      const overlap: Record<string, Record<string, number>> = { gems_indexer: {}, gems_indexer_request: {}, gems_indexer_query: {} };
       for (const L of lengths) {
         const hs = users.get(L)!;
         // The lifecycle memory of each user (read from the memory store by the service; not timed).
@@ -161,7 +162,7 @@ export const bench: Bench = {
           console.log(`${size.name.padEnd(10)} ${v.name.padEnd(18)} N=${String(L).padStart(6)}  p50 ${row.p50_ms} ms  p99 ${row.p99_ms} ms  (encode ${row.encode_p50_ms}, beam search ${row.search_p50_ms})`);
         }
         const b = tops.get('gems_bruteforce')!;
-        for (const name of ['gems_indexer', 'gems_indexer_query']) {
+        for (const name of ['gems_indexer', 'gems_indexer_request', 'gems_indexer_query']) {
           let same = 0;
           const a = tops.get(name)!;
           a.forEach((x, u) => {
@@ -178,6 +179,7 @@ export const bench: Bench = {
         model: { d: size.d, heads: size.heads, recent_layers: size.recentLayers, decoder_layers: size.decoderLayers, t_recent: tRecent, t_mid: tMid, mid_keys: tMid - tRecent, indexer: { heads: 2, dim: 16, top_k: topK }, lifecycle_slots: life.slots, ff_mult: gemsCfg.ffMult, weights: 'untrained' },
         variants: rows,
         indexer_speedup_p50: ratio('gems_bruteforce', 'gems_indexer'),
+        indexer_request_speedup_p50: ratio('gems_bruteforce', 'gems_indexer_request'),
         indexer_query_speedup_p50: ratio('gems_bruteforce', 'gems_indexer_query'),
         // Ceiling: brute force against no mid-term attention at all (same encoder, decoder, beams).
         mid_attention_free_ceiling_p50: ratio('gems_bruteforce', 'gems_no_mid'),

@@ -8,6 +8,7 @@
 import { sliceHistory, type History } from '../data/events.js';
 import { scoped } from '../model/ops.js';
 import { beamSearch } from '../model/beam.js';
+import type { IndexerSelection } from '../model/gems.js';
 import { servingTopK, type LoadedGems } from '../model/recommend.js';
 import { batchFromInputs } from '../train/samples.js';
 import { logger, progress } from '../util/log.js';
@@ -24,7 +25,7 @@ export interface ListRun {
 /** How to run the mid-term attention in evaluation: indexer top-k (default: servingTopK) and its selection. */
 export interface EvalAttention {
   topK?: number;
-  selection?: 'query' | 'user';
+  selection?: IndexerSelection;
 }
 
 export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts: { batchSize?: number; exclude?: (Set<number> | null)[]; task?: string } & EvalAttention): ListRun {
@@ -37,7 +38,7 @@ export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts
   for (let i = 0; i < inputs.length; i += bs) {
     const part = inputs.slice(i, i + bs);
     const batch = batchFromInputs(ctx, part);
-    const out = scoped(() => beamSearch(model, sid, model.encode(batch, false), { k, exclude: opts.exclude?.slice(i, i + bs), topK, selection: opts.selection }));
+    const out = scoped(() => beamSearch(model, sid, model.encodeForSearch(batch, topK, opts.selection), { k, exclude: opts.exclude?.slice(i, i + bs), topK, selection: opts.selection }));
     for (const u of out.users) {
       items.push(u.items);
       codes.push(u.codes);

@@ -16,7 +16,7 @@
 // each beam its own top-k (the stage-3 training formulation; as costly as full attention once beams disagree).
 import { tf } from '../compute/backend.js';
 import { scoped } from './ops.js';
-import type { DecoderCache, EncodedStreams, GemsModel } from './gems.js';
+import type { DecoderCache, EncodedStreams, GemsModel, IndexerSelection } from './gems.js';
 import type { SemanticIds } from './sid.js';
 import type { CodeTrie } from '../tokenizer/trie.js';
 
@@ -38,7 +38,7 @@ export interface BeamOptions {
    * On the trained ML-1M checkpoint both gave the same HR@10/50/200 (2,000 users); on the tiny overfit fixture
    * (k = 3 of 8 keys, beam 4) 'user' missed 1–2 of 8 users that 'query' got.
    */
-  selection?: 'user' | 'query';
+  selection?: IndexerSelection;
 }
 
 function disposeCache(c: DecoderCache): void {
@@ -128,7 +128,7 @@ export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStrea
   return scoped(() => {
     // Key/value projections of every cross-attention, once per user for all levels and beams (with the per-user
     // indexer selection, of the mid-term stream only the indexer's keys: the selected keys are projected per step).
-    const prepared = model.prepare(enc, { lazyMid: selection === 'user' && opts.topK > 0 });
+    const prepared = model.prepare(enc, { lazyMid: selection !== 'query' && opts.topK > 0 });
     let cache: DecoderCache | null = null;
     let prevR = 1;
     try {

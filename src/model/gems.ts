@@ -24,6 +24,8 @@ type T = tf.Tensor;
 
 export type FusionKind = 'sum' | 'gated' | 'concat' | 'shared';
 export type StreamName = 'recent' | 'mid' | 'lifecycle';
+/** How beam search picks the mid-term keys each indexed cross-attention attends (StepOptions.selection). */
+export type IndexerSelection = 'user' | 'request' | 'query';
 export const STREAMS: StreamName[] = ['recent', 'mid', 'lifecycle'];
 
 export interface GemsModelConfig {
@@ -168,24 +170,45 @@ export interface EncodedStreams {
    * its keys/values are then projected per step for the selected keys only (decodeStep with selection 'user').
    */
   indexKeys?: Map<number, T>;
-  /** With `indexKeys`: the mid-term keys [U·Lk·d] on the host, for gathering the selected rows (faster than tf.gather on wasm). */
+  /**
+   * With `indexKeys`: the mid-term keys [U·Lk·d] on the host, for gathering the selected rows (faster than tf.gather on
+   * wasm) — or, with `midLazy`, the events' behavior features [U·Lk·featureDim], from which the selected keys are encoded.
+   */
   midKeysHost?: Float32Array;
+  /** With `midLazy` and `indexKeys`: the encoded mid-term keys [d] of the keys selected so far in this search. */
+  midEncoded?: RowCache;
   /**
    * With `indexKeys`: per decoder layer, the keys/values of the mid-term keys selected so far in this search (host
    * copies), so a key selected again at a later level is not projected again: successive levels' beams mostly pick
    * the same keys.
    */
-  midProjected?: Map<number, ProjectedKeyCache>;
+  midProjected?: Map<number, RowCache>;
+  /** Selection 'request': per decoder layer, the per-user key selection made at the search's first step. */
+  midSelection?: Map<number, UserSelection>;
 }
 
-/** Projected keys/values of some mid-term keys (rows indexed by u·Lk + j), filled as keys get selected. */
-export interface ProjectedKeyCache {
-  /** Row of key u·Lk + j in K / V, or −1 while it has not been projected. */
+/**
+ * Host rows computed on demand for some keys of a memory (key u·Lk + j), appended as keys get selected: one buffer per
+ * computed quantity (the keys/values projected for a cross-attention, or the encoded keys), `widths[i]` floats a row.
+ */
+export interface RowCache {
+  /** Row of key u·Lk + j in the buffers, or −1 while it has not been computed. */
   slot: Int32Array;
-  K: Float32Array;
-  V: Float32Array;
+  bufs: Float32Array[];
+  widths: number[];
   /** Rows filled. */
   n: number;
+}
+
+/** Per user, the mid-term keys one cross-attention attends (GemsModel.userTopKAttention). */
+interface UserSelection {
+  /** U × width key indices u·Lk + j (ascending per user; padding slots repeat a valid index and are masked). */
+  flat: Int32Array;
+  /** U × width additive mask: 0 for a selected key, −1e9 for a padding slot. */
+  bias: Float32Array;
+  width: number;
+  /** Users without any valid key (they attend uniformly over all keys, as the masked formulation does). */
+  empty: Uint8Array;
 }
 
 /** Decoder self-attention cache (inference, decodeStep): per layer, keys and values of every decoded position. */
@@ -202,9 +225,11 @@ export interface StepOptions {
    * 'user' (default): one set of top-k mid-term keys per user for all its rows (beams) of the step — the k keys with
    * the most indexer attention mass summed over the rows (softmax of each row's indexer scores); with one row per
    * user exactly the row's own top-k. Keys/values are projected for the selected keys only.
+   * 'request': as 'user', but each layer's key set is chosen once, at the search's first step (the user's BOS query:
+   * one row, so exactly its top-k), and kept for the later levels — no indexer scoring after the first step.
    * 'query': each row's own top-k (the training formulation; GemsModel.gatherAttention).
    */
-  selection?: 'user' | 'query';
+  selection?: IndexerSelection;
   wantMass?: boolean;
   /** Rows (beams) per user; rows of a user are consecutive. */
   rowsPerUser?: number;
@@ -571,6 +596,14 @@ export class GemsModel {
     return midLazy ? { B, mem, midLazy } : { B, mem };
   }
 
+  /**
+   * Encodes for beam search with the given indexer options: lazily (only the mid-term events' behavior features; the
+   * selected keys are encoded during the search) when the indexer scores features and selects per user or request.
+   */
+  encodeForSearch(batch: GemsBatch, topK: number, selection: IndexerSelection = 'user'): EncodedStreams {
+    return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && selection !== 'query' });
+  }
+
   /** The mid-term MLP and output norm over behavior-encoded events (with positions) [.., d]. */
   private midMlp(x: T, training: boolean): T {
     return this.norm('mid.out', x.add(this.drop(this.ffn('mid.mlp', x, training), training)));
@@ -758,36 +791,65 @@ export class GemsModel {
   /**
    * Projects every cross-attention's keys and values (and the indexer's keys) once per user, for repeated decoder
    * calls on the same encoded streams (beam search levels and beams). The result shares `mem` with `enc`.
-   * `lazyMid`: of the mid-term stream only the indexer's keys (decodeStep with selection 'user' projects the
-   * selected keys' keys/values per step instead of all T_mid − T_recent of them).
+   * `lazyMid`: of the mid-term stream only the indexer's keys (decodeStep with selection 'user' or 'request' projects
+   * the selected keys' keys/values per step instead of all T_mid − T_recent of them; a lazily encoded stream —
+   * encode lazyMid — must be prepared so, and its selected keys are encoded first).
    */
   prepare(enc: EncodedStreams, opts: { lazyMid?: boolean } = {}): EncodedStreams {
     const proj = new Map<string, ProjectedMemory>();
     const out: EncodedStreams = { B: enc.B, mem: enc.mem, proj };
     const fused = this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated';
     const lazy = opts.lazyMid === true && this.hasIndexer;
+    if (enc.midLazy && !lazy) throw new Error('GEMs prepare: a lazily encoded mid-term stream needs prepare lazyMid (indexer selection \'user\' or \'request\')');
     if (lazy) {
+      out.midLazy = enc.midLazy;
       out.indexKeys = new Map();
-      out.midKeysHost = enc.mem.mid!.keys.dataSync() as Float32Array;
+      out.midKeysHost = (enc.midLazy?.features ?? enc.mem.mid!.keys).dataSync() as Float32Array;
+      if (enc.midLazy) out.midEncoded = rowCache(enc.midLazy.valid.length, [this.cfg.d]);
       out.midProjected = new Map();
+      out.midSelection = new Map();
     }
     for (let l = 0; l < this.cfg.decoderLayers; l++) {
       for (const name of fused ? this.enabledStreams : (['all'] as const)) {
-        if (lazy && name === 'mid') out.indexKeys!.set(l, this.indexerKeys(l, enc.mem.mid!));
+        if (lazy && name === 'mid') out.indexKeys!.set(l, this.indexerKeys(l, enc.midLazy ?? enc.mem.mid!));
         else proj.set(`${l}.${name}`, this.projected(enc, l, name));
       }
     }
     return out;
   }
 
+  /**
+   * Encoded mid-term keys [rows, d] for key indices u·Lk + j (prepare lazyMid): copied from the host keys, or — for a
+   * lazily encoded stream — encoded from the host behavior features for the keys not encoded earlier in this search.
+   */
+  private midKeyRows(enc: EncodedStreams, rows: Int32Array): T {
+    const { d } = this.cfg;
+    const host = enc.midKeysHost!;
+    const cache = enc.midEncoded;
+    if (!cache) return tf.tensor2d(copyRows(host, rows, d), [rows.length, d]);
+    const F = this.featureDim;
+    const Lk = this.midLen;
+    fillRows(cache, rows, (fresh) => [this.encodeMidRows(tf.tensor2d(copyRows(host, fresh, F), [fresh.length, F]), fresh.map((r) => r % Lk))]);
+    return tf.tensor2d(copyRows(cache.bufs[0]!, rows.map((r) => cache.slot[r]!), d), [rows.length, d]);
+  }
+
   /** The layer's cache of projected mid-term keys for this search (prepare lazyMid), created on first use. */
-  private projectionCache(enc: EncodedStreams, layer: number, keys: number): ProjectedKeyCache {
+  private projectionCache(enc: EncodedStreams, layer: number, keys: number): RowCache {
     let c = enc.midProjected!.get(layer);
     if (!c) {
-      c = { slot: new Int32Array(keys).fill(-1), K: new Float32Array(0), V: new Float32Array(0), n: 0 };
+      c = rowCache(keys, [this.cfg.d, this.cfg.d]);
       enc.midProjected!.set(layer, c);
     }
     return c;
+  }
+
+  /** Mean encoded mid-term key [U, 1, d] of each listed user over all its Lk keys (uniform attention; others 0). */
+  private midKeyMeans(enc: EncodedStreams, users: Uint8Array): T {
+    const m = enc.mem.mid;
+    if (m) return m.keys.mean(1, true);
+    const Lk = this.midLen;
+    const means = Array.from(users, (on, u) => (on ? this.midKeyRows(enc, Int32Array.from({ length: Lk }, (_, j) => u * Lk + j)).mean(0) : tf.zeros([this.cfg.d])));
+    return tf.stack(means).reshape([users.length, 1, this.cfg.d]);
   }
 
   private projected(enc: EncodedStreams, layer: number, name: StreamName | 'all'): ProjectedMemory {
@@ -926,23 +988,25 @@ export class GemsModel {
       if (c.fusion === 'sum' || c.fusion === 'gated') {
         const outs: T[] = [];
         for (const name of names) {
-          const m = enc.mem[name]!;
           const q = this.norm(`${pre}.norm_${name}`, h);
           const pa = this.attn(`${pre}.x_${name}`);
-          const Lk = m.valid.length / U;
           const lazy = name === 'mid' && enc.indexKeys?.has(l) === true;
+          const { bias, valid } = lazy && enc.midLazy ? enc.midLazy : enc.mem[name]!;
+          const Lk = valid.length / U;
           // Lazy mid-term keys: the per-user path also serves k ≥ keys (it then takes every valid key).
           const select = name === 'mid' && this.hasIndexer && opts.topK > 0 && (opts.topK < Lk || lazy);
-          if (select && (opts.selection ?? 'user') === 'user') {
-            const kv = lazy ? null : this.projected(enc, l, name);
-            const host = lazy ? { keys: enc.midKeysHost!, cache: this.projectionCache(enc, l, U * Lk) } : null;
-            outs.push(this.userTopKAttention(l, q, m, lazy ? enc.indexKeys!.get(l)! : kv!.ki!, kv ?? host!, U, R, opts.topK, pa));
+          const selection = opts.selection ?? 'user';
+          if (select && selection !== 'query') {
+            const kv = lazy ? { cache: this.projectionCache(enc, l, U * Lk) } : this.projected(enc, l, name);
+            const reuse = selection === 'request' ? enc.midSelection : undefined;
+            if (selection === 'request' && !reuse) throw new Error("GEMs decodeStep: selection 'request' needs the streams prepared with lazyMid");
+            outs.push(this.userTopKAttention(enc, l, q, { bias, valid }, lazy ? enc.indexKeys!.get(l)! : (kv as ProjectedMemory).ki!, kv, U, R, opts.topK, pa, reuse));
           }
           else if (lazy) throw new Error(`GEMs decodeStep: mid-term keys/values were not projected (prepare lazyMid) but selection is ${select ? "'query'" : 'off'}`);
-          else if (select) outs.push(this.gatherAttention(l, q, this.projected(enc, l, name), m, U, R, opts.topK, pa));
-          else outs.push(foldedAttention(q, this.projected(enc, l, name), pa, heads, m.bias, U, R));
+          else if (select) outs.push(this.gatherAttention(l, q, this.projected(enc, l, name), enc.mem[name]!, U, R, opts.topK, pa));
+          else outs.push(foldedAttention(q, this.projected(enc, l, name), pa, heads, bias, U, R));
         }
-        if (massAcc) accumulateMass(massAcc, outs, names.map((s) => enc.mem[s]!.valid), U, R);
+        if (massAcc) accumulateMass(massAcc, outs, names.map((s) => (s === 'mid' && enc.midLazy ? enc.midLazy : enc.mem[s]!).valid), U, R);
         h = h.add(this.fuse(pre, h, outs));
       } else {
         const m = enc.mem.all!;
@@ -962,40 +1026,36 @@ export class GemsModel {
    * scores every key for every row of the user; keys are ranked by the indexer's attention mass summed over the
    * rows (Σ_r softmax_j(score_rj) over the valid keys; with a single row, by the row's scores — then this is exactly
    * the per-query top-k); ties → lower index; all valid keys when there are ≤ k. Only the selected keys are gathered
-   * (`kv` = the projected keys/values, or the raw mid-term keys on the host, then only the selected ones are
-   * projected), so the cost is O(k) per row plus the indexer's O(T) scoring.
+   * (`kv` = the projected keys/values, or a cache that projects — and for a lazily encoded stream first encodes — only
+   * the selected keys), so the cost is O(k) per row plus the indexer's O(T) scoring. With `reuse` (selection
+   * 'request') a layer's selection is made once and kept: later calls skip the scoring.
    * A user with no valid key attends uniformly over all (padding) keys, as the masked formulation does.
    */
-  private userTopKAttention(layer: number, q: T, m: Memory, ki: T, kv: ProjectedMemory | { keys: Float32Array; cache: ProjectedKeyCache }, U: number, R: number, k: number, p: AttentionParams): T {
-    const { heads, d } = this.cfg;
-    const ix = this.cfg.indexer;
+  private userTopKAttention(
+    enc: EncodedStreams,
+    layer: number,
+    q: T,
+    m: { bias: T; valid: Uint8Array },
+    ki: T,
+    kv: ProjectedMemory | { cache: RowCache },
+    U: number,
+    R: number,
+    k: number,
+    p: AttentionParams,
+    reuse?: Map<number, UserSelection>,
+  ): T {
+    const { heads } = this.cfg;
     const Lq = q.shape[1]!;
     const rows = R * Lq;
     const Lk = m.valid.length / U;
     const hd = p.wq.shape[1]!;
     const dh = hd / heads;
-    const qi = dense(q, this.v(`dec${layer}.indexer.wq`)).reshape([U, rows * ix.heads, ix.dim]);
-    const dots = tf.relu(tf.matMul(qi, ki, false, true)).reshape([U * rows, ix.heads, Lk]);
-    const w = dense(q, this.v(`dec${layer}.indexer.ww`)).reshape([U * rows, 1, ix.heads]);
-    const scores = tf.matMul(w, dots).reshape([U, rows, Lk]); // Σ_h w_h · ReLU(q_h · k)
-    // Σ over the user's rows of softmax over its valid keys (as a [1 × rows] · [rows × Lk] product).
-    const mass = () => tf.matMul(tf.ones([U, 1, rows]), tf.softmax(scores.add(m.bias.reshape([U, 1, Lk])), -1));
-    const rank = (rows === 1 ? scores : mass()).dataSync() as Float32Array; // [U, Lk]
-    const validKeys = validKeyLists(m.valid, U);
-    const sel = selectTopK(rank, validKeys, 1, Lk, k); // [U, k], -1 padded
-    const width = Math.max(1, ...validKeys.map((v) => Math.min(k, v.length)));
-    const flat = new Int32Array(U * width);
-    const bias = new Float32Array(U * width).fill(-1e9);
-    const empty = new Uint8Array(U);
-    for (let u = 0; u < U; u++) {
-      if (validKeys[u]!.length === 0) empty[u] = 1;
-      const chosen = Array.from(sel.subarray(u * k, u * k + width)).filter((j) => j >= 0).sort((a, b) => a - b);
-      for (let c = 0; c < width; c++) {
-        const j = chosen[c];
-        flat[u * width + c] = u * Lk + (j ?? 0);
-        if (j !== undefined) bias[u * width + c] = 0;
-      }
+    let sel = reuse?.get(layer);
+    if (!sel) {
+      sel = this.selectUserKeys(layer, q, m, ki, U, rows, k);
+      reuse?.set(layer, sel);
     }
+    const { flat, bias, width, empty } = sel;
     const splitH = (x: T) => x.reshape([U, width, heads, dh]).transpose([0, 2, 1, 3]);
     let Kg: T;
     let Vg: T;
@@ -1004,17 +1064,20 @@ export class GemsModel {
       Kg = tf.gather(kv.K.reshape([U * Lk, hd]), idx);
       Vg = tf.gather(kv.V.reshape([U * Lk, hd]), idx);
     } else {
-      // Raw mid-term keys (host copy) projected to keys/values only for selected keys not projected earlier in this
-      // search: O(new keys · d²), not O(T·d²).
+      // Keys/values projected only for selected keys not projected earlier in this search: O(new keys · d²), not O(T·d²).
       const { cache } = kv;
-      projectNewKeys(cache, flat, bias, kv.keys, d, hd, (x) => [dense(x, p.wk, p.bk), dense(x, p.wv, p.bv)]);
+      fillRows(cache, flat.filter((_, i) => bias[i] === 0), (fresh) => {
+        const x = this.midKeyRows(enc, fresh);
+        return [dense(x, p.wk, p.bk), dense(x, p.wv, p.bv)];
+      });
       const kh = new Float32Array(U * width * hd);
       const vh = new Float32Array(U * width * hd);
+      const [Kc, Vc] = cache.bufs as [Float32Array, Float32Array];
       for (let i = 0; i < flat.length; i++) {
         if (bias[i] !== 0) continue; // padding slot: masked, its row stays zero
         const r = cache.slot[flat[i]!]!;
-        kh.set(cache.K.subarray(r * hd, (r + 1) * hd), i * hd);
-        vh.set(cache.V.subarray(r * hd, (r + 1) * hd), i * hd);
+        kh.set(Kc.subarray(r * hd, (r + 1) * hd), i * hd);
+        vh.set(Vc.subarray(r * hd, (r + 1) * hd), i * hd);
       }
       Kg = tf.tensor2d(kh, [U * width, hd]);
       Vg = tf.tensor2d(vh, [U * width, hd]);
@@ -1024,10 +1087,39 @@ export class GemsModel {
     let ctx = tf.matMul(probs, splitH(Vg)).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
     if (empty.some((x) => x)) {
       // Uniform attention over all keys: the mean of the values = the projection of the mean key (linear).
-      const uniform = ('cache' in kv ? dense(m.keys.mean(1, true), p.wv, p.bv) : kv.V.mean(1, true)).tile([1, rows, 1]);
+      const uniform = ('cache' in kv ? dense(this.midKeyMeans(enc, empty), p.wv, p.bv) : kv.V.mean(1, true)).tile([1, rows, 1]);
       ctx = tf.where(tf.tensor3d(empty, [U, 1, 1], 'bool').tile([1, rows, hd]), uniform, ctx);
     }
     return dense(ctx.reshape([U * R, Lq, hd]), p.wo, p.bo);
+  }
+
+  /** userTopKAttention's key set per user: the top-k valid keys by the indexer mass of the user's `rows` queries. */
+  private selectUserKeys(layer: number, q: T, m: { bias: T; valid: Uint8Array }, ki: T, U: number, rows: number, k: number): UserSelection {
+    const ix = this.cfg.indexer;
+    const Lk = m.valid.length / U;
+    const qi = dense(q, this.v(`dec${layer}.indexer.wq`)).reshape([U, rows * ix.heads, ix.dim]);
+    const dots = tf.relu(tf.matMul(qi, ki, false, true)).reshape([U * rows, ix.heads, Lk]);
+    const w = dense(q, this.v(`dec${layer}.indexer.ww`)).reshape([U * rows, 1, ix.heads]);
+    const scores = tf.matMul(w, dots).reshape([U, rows, Lk]); // Σ_h w_h · ReLU(q_h · k)
+    // Σ over the user's rows of softmax over its valid keys (as a [1 × rows] · [rows × Lk] product).
+    const mass = () => tf.matMul(tf.ones([U, 1, rows]), tf.softmax(scores.add(m.bias.reshape([U, 1, Lk])), -1));
+    const rank = (rows === 1 ? scores : mass()).dataSync() as Float32Array; // [U, Lk]
+    const validKeys = validKeyLists(m.valid, U);
+    const top = selectTopK(rank, validKeys, 1, Lk, k); // [U, k], -1 padded
+    const width = Math.max(1, ...validKeys.map((v) => Math.min(k, v.length)));
+    const flat = new Int32Array(U * width);
+    const bias = new Float32Array(U * width).fill(-1e9);
+    const empty = new Uint8Array(U);
+    for (let u = 0; u < U; u++) {
+      if (validKeys[u]!.length === 0) empty[u] = 1;
+      const chosen = Array.from(top.subarray(u * k, u * k + width)).filter((j) => j >= 0).sort((a, b) => a - b);
+      for (let c = 0; c < width; c++) {
+        const j = chosen[c];
+        flat[u * width + c] = u * Lk + (j ?? 0);
+        if (j !== undefined) bias[u * width + c] = 0;
+      }
+    }
+    return { flat, bias, width, empty };
   }
 
   /** Fusion of the per-stream cross-attention outputs (sum: no parameters; gated: learned softmax gate). */
@@ -1245,38 +1337,43 @@ function validKeyLists(valid: Uint8Array, U: number): number[][] {
   return lists;
 }
 
+/** An empty RowCache over `keys` keys with one buffer per width. */
+function rowCache(keys: number, widths: number[]): RowCache {
+  return { slot: new Int32Array(keys).fill(-1), bufs: widths.map(() => new Float32Array(0)), widths, n: 0 };
+}
+
 /**
- * Projects the selected keys (`flat` rows whose `bias` is 0) that `cache` does not hold yet, in one batch, and
- * appends their keys/values to it. `raw` = all raw keys on the host (rows of d), `project` maps [n, d] → [n, hd] ×2.
+ * Computes the rows of the keys in `wanted` that `cache` does not hold yet, in one batch (`compute` maps their key
+ * indices to one [n, width] tensor per buffer), and appends them to the cache.
  */
-function projectNewKeys(cache: ProjectedKeyCache, flat: Int32Array, bias: Float32Array, raw: Float32Array, d: number, hd: number, project: (x: tf.Tensor2D) => [T, T]): void {
+function fillRows(cache: RowCache, wanted: Int32Array, compute: (fresh: Int32Array) => T[]): void {
   const fresh: number[] = [];
-  for (let i = 0; i < flat.length; i++) {
-    const row = flat[i]!;
-    if (bias[i] !== 0 || cache.slot[row] !== -1) continue;
+  for (const row of wanted) {
+    if (cache.slot[row] !== -1) continue;
     cache.slot[row] = cache.n + fresh.length;
     fresh.push(row);
   }
   if (fresh.length === 0) return;
-  const need = (cache.n + fresh.length) * hd;
-  if (need > cache.K.length) {
+  const n = cache.n + fresh.length;
+  cache.bufs = cache.bufs.map((buf, i) => {
+    const w = cache.widths[i]!;
+    if (n * w <= buf.length) return buf;
     // Grow by doubling (rows are appended as later levels select new keys).
-    const cap = Math.max(need, cache.K.length * 2);
-    const K = new Float32Array(cap);
-    const V = new Float32Array(cap);
-    K.set(cache.K.subarray(0, cache.n * hd));
-    V.set(cache.V.subarray(0, cache.n * hd));
-    cache.K = K;
-    cache.V = V;
-  }
-  const x = new Float32Array(fresh.length * d);
-  fresh.forEach((row, i) => x.set(raw.subarray(row * d, (row + 1) * d), i * d));
-  tf.tidy(() => {
-    const [K, V] = project(tf.tensor2d(x, [fresh.length, d]));
-    cache.K.set(K.dataSync() as Float32Array, cache.n * hd);
-    cache.V.set(V.dataSync() as Float32Array, cache.n * hd);
+    const grown = new Float32Array(Math.max(n * w, buf.length * 2));
+    grown.set(buf.subarray(0, cache.n * w));
+    return grown;
   });
-  cache.n += fresh.length;
+  tf.tidy(() => {
+    compute(Int32Array.from(fresh)).forEach((t, i) => cache.bufs[i]!.set(t.dataSync() as Float32Array, cache.n * cache.widths[i]!));
+  });
+  cache.n = n;
+}
+
+/** Rows `rows` (of `width` floats each) of a host matrix, packed. */
+function copyRows(src: Float32Array, rows: Int32Array, width: number): Float32Array {
+  const out = new Float32Array(rows.length * width);
+  rows.forEach((r, i) => out.set(src.subarray(r * width, (r + 1) * width), i * width));
+  return out;
 }
 
 /**

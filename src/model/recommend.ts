@@ -7,7 +7,7 @@ import { readCheckpoint, restoreInto, type CheckpointMeta } from '../train/check
 import { batchFromInputs, makeSampleContext, type SampleContext } from '../train/samples.js';
 import { beamSearch } from './beam.js';
 import { ChunkMeanSummarizer, type LifecycleSummarizer, type LifecycleSummary } from './features.js';
-import { GemsModel, type GemsModelConfig, type StreamName } from './gems.js';
+import { GemsModel, type GemsModelConfig, type IndexerSelection, type StreamName } from './gems.js';
 import type { SemanticIds } from './sid.js';
 
 export interface LoadedGems {
@@ -57,7 +57,7 @@ export interface RecommendOptions {
   /** Per user, a precomputed lifecycle summary (M × dim, e.g. from the memory store); null = summarise the events. */
   lifecycle?: (LifecycleSummary | null)[];
   /** Indexer selection in beam search ('user' default: one key set per user and level; 'query': per beam, as trained). */
-  selection?: 'user' | 'query';
+  selection?: IndexerSelection;
   /** When given, filled with the wall time of the phases (ms): input cutting, stream encoding, beam search. */
   timing?: { inputMs: number; encodeMs: number; searchMs: number };
 }
@@ -88,7 +88,7 @@ export function recommend(loaded: LoadedGems, inputs: History[], k: number, opti
   const batch = batchFromInputs(ctx, inputs, options.lifecycle);
   return scoped(() => {
     const t1 = performance.now();
-    const enc = model.encode(batch, false);
+    const enc = model.encodeForSearch(batch, topK, options.selection);
     const t2 = performance.now();
     const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true, selection: options.selection });
     if (options.timing) Object.assign(options.timing, { inputMs: t1 - t0, encodeMs: t2 - t1, searchMs: performance.now() - t2 });

@@ -7,6 +7,7 @@ import { concatHistories, type History, type Streams } from '../data/events.js';
 // Callers import the history helpers from here too.
 export { concatHistories };
 import type { LifecycleMemory } from '../lifecycle/memory.js';
+import type { IndexerSelection } from '../model/gems.js';
 
 export type StreamName = 'recent' | 'mid' | 'lifecycle';
 export const STREAM_NAMES: readonly StreamName[] = ['recent', 'mid', 'lifecycle'];
@@ -22,7 +23,7 @@ export interface RecommendOptions {
    * Indexer selection: 'user' (default) one key set per user shared by its beams, the fast one; 'query' each beam
    * its own top-k, as trained (src/model/beam.ts).
    */
-  indexerSelection?: 'query' | 'user';
+  indexerSelection?: IndexerSelection;
 }
 
 /** One user's request as the model sees it: the events as of now cut into streams, and the stored memory. */

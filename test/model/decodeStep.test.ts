@@ -1,8 +1,9 @@
 // Incremental decoding (GemsModel.decodeStep: decoder self-attention cache reordered by beam parents) and the
 // per-user indexer selection of beam search: equal to decoding whole prefixes; per-user top-k with k ≥ keys equal
 // to full attention; one row per user equal to the per-query top-k (the masked training formulation); the lazy
-// mid-term path (only the selected keys projected) equal to gathering from the projected keys.
-import { beforeAll, describe, expect, it } from 'vitest';
+// mid-term path (only the selected keys projected) equal to gathering from the projected keys; the lazily encoded
+// mid-term stream (only the selected keys encoded) equal to the fully encoded one; selection 'request' choosing once.
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
 import { beamSearch } from '../../src/model/beam.js';
 import { GemsModel, type DecoderCache, type EncodedStreams, type StepOptions } from '../../src/model/gems.js';
@@ -118,6 +119,47 @@ describe('GEMs incremental decoding', () => {
     }
   });
 
+  it('a lazily encoded mid-term stream (only the selected keys encoded) gives exactly the fully encoded results', () => {
+    const { model, batch, U } = setup();
+    expect(model.indexerOnFeatures).toBe(true);
+    const total = U * model.midLen;
+    for (const selection of ['user', 'request'] as const) {
+      for (const k of [1, 3, 7, 20]) {
+        let encoded = 0;
+        const lazy = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 4, { topK: k, selection }, true, (p) => (encoded = p.midEncoded!.n));
+        const eager = stepThrough(model, model.encode(batch, false), U, 4, { topK: k, selection }, true);
+        lazy.forEach((x, l) => expect(maxAbsDiff(x.logp, eager[l]!.logp)).toBeLessThanOrEqual(1e-5));
+        // Encoded: the selected keys (≤ k per user and layer, once per search with 'request') and every key of the
+        // user without mid-term events (its uniform attention needs their mean), never more than the stream.
+        expect(encoded).toBeGreaterThan(0);
+        expect(encoded).toBeLessThanOrEqual(total);
+        if (selection === 'request') expect(encoded).toBeLessThanOrEqual((U - 1) * Math.min(k * model.cfg.decoderLayers, model.midLen) + model.midLen);
+      }
+    }
+    // A lazy stream needs the lazy preparation, and only an indexer on features can be encoded lazily.
+    expect(() => model.prepare(model.encode(batch, false, { lazyMid: true }))).toThrow(/lazyMid/);
+    const old = setup({ indexerKeys: undefined }).model;
+    expect(old.indexerOnFeatures).toBe(false);
+    expect(old.params.get('dec0.indexer.wk', [old.cfg.d, old.cfg.indexer.dim]).shape).toEqual([old.cfg.d, old.cfg.indexer.dim]);
+    expect(() => old.encode(batch, false, { lazyMid: true })).toThrow(/indexerKeys/);
+  });
+
+  it("selection 'request' picks each layer's keys once, at the first step (= 'user' there), and keeps them", () => {
+    const { model, batch, U } = setup();
+    const spy = vi.spyOn(model as unknown as { selectUserKeys: () => unknown }, 'selectUserKeys');
+    const request = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 1, { topK: 3, selection: 'request' }, true);
+    expect(spy).toHaveBeenCalledTimes(model.cfg.decoderLayers);
+    spy.mockClear();
+    const user = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 1, { topK: 3, selection: 'user' }, true);
+    expect(spy).toHaveBeenCalledTimes(model.cfg.decoderLayers * model.W);
+    spy.mockRestore();
+    expect(maxAbsDiff(request[0]!.logp, user[0]!.logp)).toBeLessThanOrEqual(1e-6);
+    // k ≥ keys: every valid key either way, so full attention at every level.
+    const full = stepThrough(model, model.encode(batch, false), U, 1, { topK: 0 });
+    const all = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 1, { topK: 20, selection: 'request' }, true);
+    full.forEach((f, l) => expect(maxAbsDiff(f.logp, all[l]!.logp)).toBeLessThanOrEqual(1e-5));
+  });
+
   it('beam search: top-k ≥ keys gives the full-attention items for both selections; no tensors leak', () => {
     const { model, sid, batch } = setup();
     const run = (topK: number, selection: 'user' | 'query') =>
@@ -128,6 +170,14 @@ describe('GEMs incremental decoding', () => {
     expect(run(20, 'user')).toEqual(full);
     expect(run(20, 'query')).toEqual(full);
     run(3, 'user');
+    expect(tf.memory().numTensors).toBe(before);
+    // The lazily encoded stream (what serving runs) finds the same items as the fully encoded one, and leaks nothing.
+    const lazyRun = (selection: 'user' | 'request') =>
+      scoped(() => beamSearch(model, sid, model.encodeForSearch(batch, 3, selection), { k: 5, beam: 8, topK: 3, selection }).users.map((u) => Array.from(u.items)));
+    const eagerRun = (selection: 'user' | 'request') =>
+      scoped(() => beamSearch(model, sid, model.encode(batch, false), { k: 5, beam: 8, topK: 3, selection }).users.map((u) => Array.from(u.items)));
+    expect(lazyRun('user')).toEqual(eagerRun('user'));
+    expect(lazyRun('request')).toEqual(eagerRun('request'));
     expect(tf.memory().numTensors).toBe(before);
   });
 });
