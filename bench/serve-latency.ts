@@ -4,6 +4,9 @@
 //   gems_indexer       GEMs (recent + mid-term + lifecycle), mid-term cross-attention over the indexer's top-k keys:
 //                      one key set per user and decoder step shared by its beams (beam search's default selection
 //                      'user'); only the selected keys' keys/values are projected
+//   gems_indexer_request the same, but each layer's key set is chosen once per request at the first beam step
+//                      and kept (selection 'request'): the mid-term stream is encoded lazily — only the behavior
+//                      features of all its events (what the indexer scores), the MLPs only for the selected keys
 //   gems_indexer_query the same with each beam's own top-k (the training formulation), gathered per user as the
 //                      union of its beams' keys with the others masked (informational)
 //   gems_bruteforce    the same model and weights, full attention over all T_mid − T_recent mid-term keys

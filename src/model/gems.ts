@@ -13,6 +13,9 @@
 // mid-term keys, trained only by KL(full attention ‖ indexer) where the full attention probabilities are detached
 // as well — so the indexer gets gradients only from that loss and the loss does not move the rest of the model.
 // With selection on, each query attends only to its top-k mid-term keys by indexer score (k ≥ keys = full).
+// The indexer's keys come from the mid-term events' behavior features (cfg.indexerKeys 'features', the default),
+// not from the encoded keys: serving then runs the behavior and mid-term MLPs only on the keys it selected
+// (encode lazyMid), which is most of what the indexer saves over full attention (bench serve-latency).
 import { tf } from '../compute/backend.js';
 import { softmaxCrossEntropy } from '../compute/ops.js';
 import { GAP_BUCKETS, HOUR_BUCKETS, LABEL_BITS, LOG_BUCKETS, type FeatureConfig, type StreamBatch } from './features.js';
@@ -25,7 +28,9 @@ type T = tf.Tensor;
 export type FusionKind = 'sum' | 'gated' | 'concat' | 'shared';
 export type StreamName = 'recent' | 'mid' | 'lifecycle';
 /** How beam search picks the mid-term keys each indexed cross-attention attends (StepOptions.selection). */
-export type IndexerSelection = 'user' | 'request' | 'query';
+export const INDEXER_SELECTIONS = ['user', 'request', 'query'] as const;
+export type IndexerSelection = (typeof INDEXER_SELECTIONS)[number];
+export const isIndexerSelection = (s: string): s is IndexerSelection => (INDEXER_SELECTIONS as readonly string[]).includes(s);
 export const STREAMS: StreamName[] = ['recent', 'mid', 'lifecycle'];
 
 export interface GemsModelConfig {
@@ -209,6 +214,11 @@ interface UserSelection {
   width: number;
   /** Users without any valid key (they attend uniformly over all keys, as the masked formulation does). */
   empty: Uint8Array;
+  /**
+   * Selection 'request': the selected keys' keys/values split by head [U, H, width, dh], kept (tf.keep) for the later
+   * levels — they do not change within the search; freed by GemsModel.release.
+   */
+  kv?: { Kh: T; Vh: T };
 }
 
 /** Decoder self-attention cache (inference, decodeStep): per layer, keys and values of every decoded position. */
@@ -598,10 +608,12 @@ export class GemsModel {
 
   /**
    * Encodes for beam search with the given indexer options: lazily (only the mid-term events' behavior features; the
-   * selected keys are encoded during the search) when the indexer scores features and selects per user or request.
+   * selected keys are encoded during the search) when the indexer scores features and selects once per request.
    */
   encodeForSearch(batch: GemsBatch, topK: number, selection: IndexerSelection = 'user'): EncodedStreams {
-    return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && selection !== 'query' });
+    // Only 'request' bounds the keys a search selects (≤ k per layer); with 'user' the levels together select most
+    // keys, and encoding them in pieces costs more than encoding the stream at once (serve-latency).
+    return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && selection === 'request' });
   }
 
   /** The mid-term MLP and output norm over behavior-encoded events (with positions) [.., d]. */
@@ -833,6 +845,15 @@ export class GemsModel {
     return tf.tensor2d(copyRows(cache.bufs[0]!, rows.map((r) => cache.slot[r]!), d), [rows.length, d]);
   }
 
+  /** Frees what a search kept beyond its scopes in prepared streams (selection 'request': the selected keys/values). */
+  release(prepared: EncodedStreams): void {
+    for (const s of prepared.midSelection?.values() ?? []) {
+      s.kv?.Kh.dispose();
+      s.kv?.Vh.dispose();
+      delete s.kv;
+    }
+  }
+
   /** The layer's cache of projected mid-term keys for this search (prepare lazyMid), created on first use. */
   private projectionCache(enc: EncodedStreams, layer: number, keys: number): RowCache {
     let c = enc.midProjected!.get(layer);
@@ -1059,7 +1080,8 @@ export class GemsModel {
     const splitH = (x: T) => x.reshape([U, width, heads, dh]).transpose([0, 2, 1, 3]);
     let Kg: T;
     let Vg: T;
-    if (!('cache' in kv)) {
+    if (sel.kv) [Kg, Vg] = [sel.kv.Kh, sel.kv.Vh];
+    else if (!('cache' in kv)) {
       const idx = tf.tensor1d(flat, 'int32');
       Kg = tf.gather(kv.K.reshape([U * Lk, hd]), idx);
       Vg = tf.gather(kv.V.reshape([U * Lk, hd]), idx);
@@ -1082,9 +1104,13 @@ export class GemsModel {
       Kg = tf.tensor2d(kh, [U * width, hd]);
       Vg = tf.tensor2d(vh, [U * width, hd]);
     }
+    if (!sel.kv) {
+      [Kg, Vg] = [splitH(Kg), splitH(Vg)];
+      if (reuse) sel.kv = { Kh: tf.keep(Kg), Vh: tf.keep(Vg) };
+    }
     const Q = dense(q, p.wq, p.bq).reshape([U, rows, heads, dh]).transpose([0, 2, 1, 3]);
-    const probs = tf.softmax(tf.matMul(Q, splitH(Kg), false, true).mul(1 / Math.sqrt(dh)).add(tf.tensor4d(bias, [U, 1, 1, width])), -1);
-    let ctx = tf.matMul(probs, splitH(Vg)).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
+    const probs = tf.softmax(tf.matMul(Q, Kg, false, true).mul(1 / Math.sqrt(dh)).add(tf.tensor4d(bias, [U, 1, 1, width])), -1);
+    let ctx = tf.matMul(probs, Vg).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
     if (empty.some((x) => x)) {
       // Uniform attention over all keys: the mean of the values = the projection of the mean key (linear).
       const uniform = ('cache' in kv ? dense(this.midKeyMeans(enc, empty), p.wv, p.bv) : kv.V.mean(1, true)).tile([1, rows, 1]);

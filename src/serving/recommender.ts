@@ -20,8 +20,8 @@ export interface RecommendOptions {
   /** Mid-term keys the indexer selects (0 = full attention); undefined = the model's configured top-k. */
   indexerTopK?: number;
   /**
-   * Indexer selection: 'user' (default) one key set per user shared by its beams, the fast one; 'query' each beam
-   * its own top-k, as trained (src/model/beam.ts).
+   * Indexer selection: 'request' (default) one key set per user and layer chosen at the first beam level, the
+   * fastest; 'user' one set per user and level; 'query' each beam its own top-k, as trained (src/model/beam.ts).
    */
   indexerSelection?: IndexerSelection;
 }

@@ -14,6 +14,7 @@ import { resolvedPaths, type GemsConfig } from '../config/config.js';
 import { allocHistory, cutStreams, emptyHistory, type History, type Streams } from '../data/events.js';
 import type { HistoryStore } from '../data/historyStore.js';
 import type { LifecycleMemory } from '../lifecycle/memory.js';
+import { INDEXER_SELECTIONS, isIndexerSelection } from '../model/gems.js';
 import { logger, type Logger } from '../util/log.js';
 import { DeadlineExceededError, MicroBatcher, QueueFullError, type BatcherOptions } from './batcher.js';
 import { PopularityModel, popularityFromStore, type SidLookup } from './coldStart.js';
@@ -123,7 +124,7 @@ export function parseRequest(req: GetRecommendationsRequest, limits: { maxK: num
         options.indexerTopK = intOption(key, raw, 0, limits.maxEvents);
         break;
       case 'indexer_selection':
-        if (raw !== 'query' && raw !== 'user') throw new InvalidRequest(`options.indexer_selection: '${raw}' is not query|user`);
+        if (!isIndexerSelection(raw)) throw new InvalidRequest(`options.indexer_selection: '${raw}' is not ${INDEXER_SELECTIONS.join('|')}`);
         options.indexerSelection = raw;
         break;
       case 'history':

@@ -61,6 +61,7 @@ function stepThrough(model: GemsModel, enc: ReturnType<GemsModel['encode']>, U: 
       out.push({ logp: r.logp.dataSync() as Float32Array, prefixes: Int32Array.from(prefixes.flat()) });
     }
     inspect?.(prepared);
+    model.release(prepared);
     return out;
   });
 }

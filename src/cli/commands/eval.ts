@@ -13,6 +13,7 @@ import { evaluateLeaveOneOut, type Split } from '../../eval/leaveOneOut.js';
 import { ML1M_REFERENCE, writeReport, type ResultRow } from '../../eval/report.js';
 import { loadSequences } from '../../eval/sequences.js';
 import { loadGems } from '../../model/recommend.js';
+import { INDEXER_SELECTIONS, isIndexerSelection } from '../../model/gems.js';
 import { fingerprint, readCheckpoint } from '../../train/checkpoint.js';
 import { loadHistories, readTruth } from '../../train/gemsData.js';
 import { checkpointLifecycleSummarizer } from '../../train/lifecycleSource.js';
@@ -25,7 +26,8 @@ export const command: Command = {
           [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N]
           [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
           [--top-k N] (GEMs mid-term indexer top-k; 0 = full attention; default: what serving uses)
-          [--indexer-selection user|query] (one top-k set per user, as served (default), or each beam its own)
+          [--indexer-selection request|user|query] (one top-k set per user and layer chosen at the first level, as
+          served (default); one per user and level; or each beam its own)
           [--unfiltered] (lifelong: keep the user's seen items in the ranking; default filters them, as serving)
   A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
   (default out: <dataDir>/runs/<first run name>).`,
@@ -40,12 +42,12 @@ export const command: Command = {
     const maxUsers = args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined;
     const filterSeen = !flagBool(args, 'unfiltered');
     // Mid-term attention of the GEMs rows: --top-k N (0 = full attention; default: what serving uses) and
-    // --indexer-selection user|query (default user, as served).
+    // --indexer-selection request|user|query (default request, as served).
     const attention: EvalAttention = {};
     if (args.flags['top-k'] !== undefined) attention.topK = flagNumber(args, 'top-k');
     if (args.flags['indexer-selection'] !== undefined) {
       const sel = flagString(args, 'indexer-selection');
-      if (sel !== 'query' && sel !== 'user') throw new UsageError(`--indexer-selection must be query|user, got '${sel}'`);
+      if (!isIndexerSelection(sel)) throw new UsageError(`--indexer-selection must be ${INDEXER_SELECTIONS.join('|')}, got '${sel}'`);
       attention.selection = sel;
     }
     await initBackend();
