@@ -203,6 +203,7 @@ describe('native kernels vs plain wasm', () => {
           tf.grad((t: tf.Tensor) => tf.sum(softmaxCrossEntropy(t as tf.Tensor2D, y)))(z);
           tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, y, 1)))(z); // JS GatherV2 + UnsortedSegmentSum + Identity
           tf.grad((t: tf.Tensor) => tf.sum(tf.stack(tf.unstack(t, 1), 0)))(z); // JS Unpack + Pack
+          tf.grad((t: tf.Tensor) => tf.sum(tf.concat(tf.split(t, [7, 93, 200], 1), 1)))(z); // JS SplitV + Concat
         });
       }
     };
@@ -275,6 +276,45 @@ describe('JS kernels (always registered on wasm)', () => {
       expect(stacked.shape).toEqual(ref.shape);
       expect(Array.from(stacked.dataSync())).toEqual(Array.from(ref.dataSync()));
       tf.dispose([x, ...got, stacked, ref]);
+    }
+  });
+
+  it('Concat and SplitV match the original wasm kernels on random shapes, axes, sizes and dtypes', () => {
+    const rng = new Rng(10);
+    for (let trial = 0; trial < 40; trial++) {
+      const rank = 1 + rng.int(4);
+      const axis = rng.int(rank);
+      const base = Array.from({ length: rank }, () => 1 + rng.int(5));
+      // Parts of different widths along the axis (a 0-wide part too, sometimes), some wider than the copy threshold.
+      const widths = Array.from({ length: 1 + rng.int(4) }, (_, i) => (trial % 5 === 0 && i === 0 ? 0 : 1 + rng.int(trial % 3 === 0 ? 40 : 6)));
+      const int = trial % 4 === 0;
+      const parts = widths.map((w) => {
+        const t = randn(rng, base.map((d, i) => (i === axis ? w : d)));
+        return int ? tf.cast(tf.mul(t, 50), 'int32') : t;
+      });
+      const axisArg = trial % 2 ? axis - rank : axis;
+      const joined = tf.concat(parts, axisArg);
+      const ref = tf.engine().makeTensorFromTensorInfo(originalKernels.get('Concat')!.kernelFunc(
+        { inputs: parts as unknown as tf.NamedTensorInfoMap, backend: tf.backend(), attrs: { axis: axisArg } }) as tf.TensorInfo);
+      expect(joined.shape).toEqual(ref.shape);
+      expect(Array.from(joined.dataSync())).toEqual(Array.from(ref.dataSync()));
+      // Split back: by the sizes (one given as −1), and into equal parts when the axis allows.
+      const sizes = widths.map((w, i) => (i === widths.length - 1 && trial % 3 === 1 ? -1 : w));
+      const split = tf.split(joined, sizes, axisArg);
+      split.forEach((s, i) => {
+        expect(s.shape).toEqual(parts[i]!.shape);
+        expect(Array.from(s.dataSync())).toEqual(Array.from(parts[i]!.dataSync()));
+      });
+      const n = joined.shape[axis]! % 2 === 0 ? 2 : 1;
+      const halves = tf.split(joined, n, axisArg);
+      const want = originalKernels.get('SplitV')!.kernelFunc({ inputs: { x: joined }, backend: tf.backend(), attrs: { numOrSizeSplits: n, axis: axisArg } }) as tf.TensorInfo[];
+      want.forEach((w, i) => {
+        const wt = tf.engine().makeTensorFromTensorInfo(w);
+        expect(halves[i]!.shape).toEqual(wt.shape);
+        expect(Array.from(halves[i]!.dataSync())).toEqual(Array.from(wt.dataSync()));
+        wt.dispose();
+      });
+      tf.dispose([...parts, joined, ref, ...split, ...halves]);
     }
   });
 
