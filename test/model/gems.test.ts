@@ -52,6 +52,28 @@ describe('GEMs model', () => {
     expect(hidden(1)).not.toEqual(full);
   });
 
+  it('the indexer learns only from its KL and the KL moves only the indexer, with keys from features or encoded keys', () => {
+    for (const indexerKeys of ['features', undefined] as const) {
+      const { model, ctx } = setup({ indexerKeys });
+      const hs = ringHistories(3, 30);
+      const { batch, targetCodes } = batchFromSamples(ctx, hs, hs.map((_, u) => ({ user: u, t: 20 + u })));
+      const vars = [...model.params.vars.entries()];
+      // Largest |gradient| per parameter of one loss term (parameters the term does not reach: 0).
+      const grads = (term: 'kl' | 'nll') =>
+        tf.tidy(() => {
+          const { grads: g } = tf.variableGrads(() => model.loss(batch, targetCodes, { training: false, indexerLoss: true, topK: 0 })[term], vars.map(([, v]) => v));
+          return new Map(vars.map(([name, v]) => [name, g[v.name] ? g[v.name]!.abs().max().dataSync()[0]! : 0]));
+        });
+      const moved = (m: Map<string, number>) => [...m].filter(([, x]) => x > 0).map(([n]) => n);
+      const kl = moved(grads('kl'));
+      expect(kl.length).toBeGreaterThan(0);
+      expect(kl.filter((n) => !n.includes('.indexer.'))).toEqual([]);
+      expect(kl).toContain('dec0.indexer.wk');
+      if (indexerKeys === 'features') expect(kl).toContain('dec0.indexer.pos');
+      expect(moved(grads('nll')).filter((n) => n.includes('.indexer.'))).toEqual([]);
+    }
+  });
+
   it('sum fusion has no trainable weights (gated fusion does), and is the plain sum of the stream outputs', () => {
     const sum = setup().model;
     const gated = setup({ fusion: 'gated' }).model;
