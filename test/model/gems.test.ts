@@ -60,7 +60,7 @@ describe('GEMs model', () => {
       const vars = [...model.params.vars.entries()];
       // Largest |gradient| per parameter of one loss term (parameters the term does not reach: 0).
       const grads = (term: 'kl' | 'nll') =>
-        tf.tidy(() => {
+        scoped(() => {
           const { grads: g } = tf.variableGrads(() => model.loss(batch, targetCodes, { training: false, indexerLoss: true, topK: 0 })[term], vars.map(([, v]) => v));
           return new Map(vars.map(([name, v]) => [name, g[v.name] ? g[v.name]!.abs().max().dataSync()[0]! : 0]));
         });
