@@ -18,7 +18,7 @@
 // formulation; as costly as full attention once beams disagree).
 import { tf } from '../compute/backend.js';
 import { scoped } from './ops.js';
-import type { DecoderCache, EncodedStreams, GemsModel, IndexerSelection } from './gems.js';
+import { DEFAULT_INDEXER_SELECTION, type DecoderCache, type EncodedStreams, type GemsModel, type IndexerSelection } from './gems.js';
 import type { SemanticIds } from './sid.js';
 import type { CodeTrie } from '../tokenizer/trie.js';
 
@@ -128,7 +128,7 @@ export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStrea
   const admissible = (b: number, node: number) => tc.leaves[node]! - (excluded[b]?.get(node) ?? 0);
   let beams: Beam[][] = Array.from({ length: B }, (_, b) => (admissible(b, 0) > 0 ? [{ node: 0, score: 0, codes: [], parent: 0 }] : []));
   let mass: Float32Array | undefined;
-  const selection = opts.selection ?? 'request';
+  const selection = opts.selection ?? DEFAULT_INDEXER_SELECTION;
   return scoped(() => {
     // Key/value projections of every cross-attention, once per user for all levels and beams (with the per-user
     // indexer selection, of the mid-term stream only the indexer's keys: the selected keys are projected per step).

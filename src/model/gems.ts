@@ -31,6 +31,8 @@ export type StreamName = 'recent' | 'mid' | 'lifecycle';
 export const INDEXER_SELECTIONS = ['user', 'request', 'query'] as const;
 export type IndexerSelection = (typeof INDEXER_SELECTIONS)[number];
 export const isIndexerSelection = (s: string): s is IndexerSelection => (INDEXER_SELECTIONS as readonly string[]).includes(s);
+/** What beam search (and so serving and eval) uses when no selection is given: the fastest, see src/model/beam.ts. */
+export const DEFAULT_INDEXER_SELECTION: IndexerSelection = 'request';
 export const STREAMS: StreamName[] = ['recent', 'mid', 'lifecycle'];
 
 export interface GemsModelConfig {
@@ -172,7 +174,8 @@ export interface EncodedStreams {
   proj?: Map<string, ProjectedMemory>;
   /**
    * prepare(enc, { lazyMid: true }): per decoder layer, only the indexer's keys [U, Lk, dim] of the mid-term stream;
-   * its keys/values are then projected per step for the selected keys only (decodeStep with selection 'user').
+   * its keys/values are then projected per step for the selected keys only (decodeStep with selection 'user' or
+   * 'request').
    */
   indexKeys?: Map<number, T>;
   /**
@@ -610,7 +613,7 @@ export class GemsModel {
    * Encodes for beam search with the given indexer options: lazily (only the mid-term events' behavior features; the
    * selected keys are encoded during the search) when the indexer scores features and selects once per request.
    */
-  encodeForSearch(batch: GemsBatch, topK: number, selection: IndexerSelection = 'user'): EncodedStreams {
+  encodeForSearch(batch: GemsBatch, topK: number, selection: IndexerSelection = DEFAULT_INDEXER_SELECTION): EncodedStreams {
     // Only 'request' bounds the keys a search selects (≤ k per layer); with 'user' the levels together select most
     // keys, and encoding them in pieces costs more than encoding the stream at once (serve-latency).
     return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && selection === 'request' });

@@ -137,6 +137,14 @@ describe('GEMs incremental decoding', () => {
         if (selection === 'request') expect(encoded).toBeLessThanOrEqual((U - 1) * Math.min(k * model.cfg.decoderLayers, model.midLen) + model.midLen);
       }
     }
+    // Beam search's default selection ('request', what serving and eval use) encodes lazily; 'user', 'query' and full
+    // attention encode the whole stream.
+    scoped(() => {
+      expect(model.encodeForSearch(batch, 3).midLazy).toBeDefined();
+      expect(model.encodeForSearch(batch, 3, 'user').midLazy).toBeUndefined();
+      expect(model.encodeForSearch(batch, 3, 'query').midLazy).toBeUndefined();
+      expect(model.encodeForSearch(batch, 0).midLazy).toBeUndefined();
+    });
     // A lazy stream needs the lazy preparation, and only an indexer on features can be encoded lazily.
     expect(() => model.prepare(model.encode(batch, false, { lazyMid: true }))).toThrow(/lazyMid/);
     const old = setup({ indexerKeys: undefined }).model;
