@@ -1015,7 +1015,7 @@ export class GemsModel {
           const q = this.norm(`${pre}.norm_${name}`, h);
           const pa = this.attn(`${pre}.x_${name}`);
           const lazy = name === 'mid' && enc.indexKeys?.has(l) === true;
-          const { bias, valid } = lazy && enc.midLazy ? enc.midLazy : enc.mem[name]!;
+          const { bias, valid } = streamMasks(enc, name);
           const Lk = valid.length / U;
           // Lazy mid-term keys: the per-user path also serves k ≥ keys (it then takes every valid key).
           const select = name === 'mid' && this.hasIndexer && opts.topK > 0 && (opts.topK < Lk || lazy);
@@ -1030,7 +1030,7 @@ export class GemsModel {
           else if (select) outs.push(this.gatherAttention(l, q, this.projected(enc, l, name), enc.mem[name]!, U, R, opts.topK, pa));
           else outs.push(foldedAttention(q, this.projected(enc, l, name), pa, heads, bias, U, R));
         }
-        if (massAcc) accumulateMass(massAcc, outs, names.map((s) => (s === 'mid' && enc.midLazy ? enc.midLazy : enc.mem[s]!).valid), U, R);
+        if (massAcc) accumulateMass(massAcc, outs, names.map((s) => streamMasks(enc, s).valid), U, R);
         h = h.add(this.fuse(pre, h, outs));
       } else {
         const m = enc.mem.all!;
@@ -1470,6 +1470,13 @@ function kthLargest(a: Float32Array, n: number, k: number): number {
 function usedPerUser(valid: Uint8Array, U: number): Uint8Array {
   const L = valid.length / U;
   return Uint8Array.from({ length: U }, (_, u) => (valid.subarray(u * L, (u + 1) * L).some((x) => x) ? 1 : 0));
+}
+
+/** A stream's key mask and validity, also for a lazily encoded mid-term stream (which has no entry in `mem`). */
+function streamMasks(enc: EncodedStreams, s: StreamName): { bias: T; valid: Uint8Array } {
+  const m = enc.mem[s] ?? (s === 'mid' ? enc.midLazy : undefined);
+  if (!m) throw new Error(`GEMs: stream '${s}' was not encoded`);
+  return m;
 }
 
 function streamValid(enc: EncodedStreams, s: StreamName, U: number): Uint8Array {
