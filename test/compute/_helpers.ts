@@ -1,4 +1,6 @@
 // Helpers shared by the native-kernel parity tests.
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { expect, it } from 'vitest';
 import { tf } from '../../src/compute/backend.js';
 import type { Rng } from '../../src/util/random.js';
@@ -34,4 +36,41 @@ export function nativeItFor(active: () => { on: boolean; reason: string | null |
       }
       await fn();
     }, timeout);
+}
+
+/** V8's collector, made callable without `--expose-gc` on the command line (vitest starts the forks). */
+const collectGarbage: () => void = (() => {
+  setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+})();
+
+/** RSS after a full collection, so garbage not yet collected does not count as growth. */
+function settledRss(): number {
+  collectGarbage();
+  collectGarbage();
+  return process.memoryUsage.rss();
+}
+
+/**
+ * Asserts that `round` leaks nothing: after a warm-up round, each of `rounds` (odd) further rounds leaves tf.memory
+ * exactly as it was, and the median round grows RSS by less than `maxRoundGrowthMb`. A leak grows RSS in every round;
+ * V8 or the allocator growing a heap once (it happened on a CI machine: +72 MB in one round) moves one round only.
+ */
+export function expectNoLeak(round: () => void, { rounds = 3, maxRoundGrowthMb = 16 } = {}): void {
+  round(); // warm-up: lets the wasm heap and V8 reach their working size
+  const growthsMb: number[] = [];
+  let mem = tf.memory();
+  let rss = settledRss();
+  for (let r = 0; r < rounds; r++) {
+    round();
+    const nextMem = tf.memory();
+    const nextRss = settledRss();
+    expect(nextMem.numTensors, `tensors after round ${r + 1}`).toBe(mem.numTensors);
+    expect(nextMem.numBytes, `tensor bytes after round ${r + 1}`).toBe(mem.numBytes);
+    growthsMb.push((nextRss - rss) / 2 ** 20);
+    mem = nextMem;
+    rss = nextRss;
+  }
+  const median = [...growthsMb].sort((x, y) => x - y)[Math.floor(rounds / 2)]!;
+  expect(median, `median RSS growth per round (MB) of ${growthsMb.map((g) => g.toFixed(1)).join(', ')}`).toBeLessThan(maxRoundGrowthMb);
 }
