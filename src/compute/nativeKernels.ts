@@ -9,7 +9,7 @@
 // reductions over non-adjacent axes) go to the original wasm kernel, kept in
 // `originalKernels`, which is also the reference the parity tests compare against. Added native kernels:
 // GemsSoftmaxXent / GemsSoftmaxXentGrad, used by softmaxCrossEntropy in ./ops.ts, GemsDropoutMask (ops.ts dropout)
-// and GemsLayerNorm / GemsLayerNormGrad (ops.ts layerNorm).
+// GemsLayerNorm / GemsLayerNormGrad (ops.ts layerNorm) and GemsGelu / GemsGeluGrad (ops.ts gelu).
 // Pure-JS kernels, registered on wasm with or without the addon: UnsortedSegmentSum (so tf.gather's gradient works),
 // a memory-sharing Identity and same-dtype Cast, and block-copy GatherV2 / Unpack / Pack / Concat / SplitV.
 import { createRequire } from 'node:module';
@@ -40,6 +40,9 @@ export interface NativeAddon {
     dxOff: number, dgOff: number, dbOff: number, rows: number, d: number): void;
   /** out[o, r, i] = scale · dy[o, i] (the gradient of reduce() for sum / mean). */
   expand(heap: ArrayBuffer, dyOff: number, outOff: number, outer: number, n: number, inner: number, scale: number): void;
+  /** y = gelu(x) (ops.ts gelu's tanh approximation) over `count` floats; geluGrad: dx = dy · gelu'(x). */
+  gelu(heap: ArrayBuffer, xOff: number, yOff: number, count: number): void;
+  geluGrad(heap: ArrayBuffer, xOff: number, dyOff: number, dxOff: number, count: number): void;
   /** Fills `count` floats at outOff with the dropout mask of src/compute/ops.ts dropoutMask(). */
   dropoutMask(heap: ArrayBuffer, outOff: number, count: number, s1: number, s2: number, threshold: number, scale: number): void;
   /** Seconds per (m×k)·(k×n) sgemm on the addon's own buffers: the BLAS's rate without tfjs. */
@@ -256,6 +259,28 @@ function makeDropoutMask(addon: NativeAddon): tf.KernelFunc {
     const { s1, s2, threshold, scale } = dropoutMaskParams(rate, seed);
     addon.dropoutMask(heapOf(backend), offsetOf(backend, out), shape.reduce((p, d) => p * d, 1), s1, s2, threshold, scale);
     return out;
+  };
+}
+
+/** GemsGelu (x) → gelu(x); used by ops.ts gelu. */
+function makeGelu(addon: NativeAddon): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x } = args.inputs as Record<string, tf.TensorInfo>;
+    const y = backend.makeOutput(x!.shape, 'float32');
+    addon.gelu(heapOf(backend), offsetOf(backend, x!), offsetOf(backend, y), x!.shape.reduce((p, n) => p * n, 1));
+    return y;
+  };
+}
+
+/** GemsGeluGrad (x, dy) → dy · gelu'(x). */
+function makeGeluGrad(addon: NativeAddon): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x, dy } = args.inputs as Record<string, tf.TensorInfo>;
+    const dx = backend.makeOutput(x!.shape, 'float32');
+    addon.geluGrad(heapOf(backend), offsetOf(backend, x!), offsetOf(backend, dy!), offsetOf(backend, dx), x!.shape.reduce((p, n) => p * n, 1));
+    return dx;
   };
 }
 
@@ -666,6 +691,8 @@ export function installNativeKernels(addon: NativeAddon): void {
   replaceKernel({ kernelName: 'GemsDropoutMask', backendName: 'wasm', kernelFunc: makeDropoutMask(addon) });
   replaceKernel({ kernelName: 'GemsLayerNorm', backendName: 'wasm', kernelFunc: makeLayerNorm(addon) });
   replaceKernel({ kernelName: 'GemsLayerNormGrad', backendName: 'wasm', kernelFunc: makeLayerNormGrad(addon) });
+  replaceKernel({ kernelName: 'GemsGelu', backendName: 'wasm', kernelFunc: makeGelu(addon) });
+  replaceKernel({ kernelName: 'GemsGeluGrad', backendName: 'wasm', kernelFunc: makeGeluGrad(addon) });
   replaceKernel({ kernelName: 'GemsSoftmaxGrad', backendName: 'wasm', kernelFunc: makeSoftmaxGrad(addon) });
   installSoftmaxGradient();
   replaceKernel({ kernelName: 'GemsSoftmaxXent', backendName: 'wasm', kernelFunc: makeSoftmaxXent(addon) });
@@ -679,7 +706,7 @@ export function uninstallNativeKernels(): void {
     const config = originalKernels.get(name);
     if (config) replaceKernel(config);
   }
-  for (const name of ['GemsSoftmaxGrad', 'GemsSoftmaxXent', 'GemsSoftmaxXentGrad', 'GemsDropoutMask', 'GemsReduceGrad', 'GemsLayerNorm', 'GemsLayerNormGrad']) {
+  for (const name of ['GemsSoftmaxGrad', 'GemsSoftmaxXent', 'GemsSoftmaxXentGrad', 'GemsDropoutMask', 'GemsReduceGrad', 'GemsLayerNorm', 'GemsLayerNormGrad', 'GemsGelu', 'GemsGeluGrad']) {
     if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
   }
   installed = null;

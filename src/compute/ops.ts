@@ -139,6 +139,30 @@ export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps =
   return f(x, gamma, beta) as tf.Tensor;
 }
 
+/**
+ * GELU, tanh approximation, written as x·σ(2c(x + 0.044715x³)) — the same function, since ½(1 + tanh z) = σ(2z) —
+ * because wasm's pow and tanh are slow. With native kernels on wasm it is one pass forward and one backward
+ * (GemsGelu / GemsGeluGrad) instead of seven forward and ~ten backward tf ops over the activation (the decoder's
+ * FFN activation of a dense ML-1M step is 8,192 × 192); otherwise those tf ops (the reference the tests compare against).
+ */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  if (!(activeNativeAddon() !== null && tf.getBackend() === 'wasm' && x.dtype === 'float32')) return plainGelu(x);
+  const f = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [v, save] = args as [tf.Tensor, tf.GradSaveFunc];
+    save([v]);
+    return {
+      value: tf.engine().runKernel('GemsGelu', { x: v }) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.engine().runKernel('GemsGeluGrad', { x: saved[0]!, dy }) as tf.Tensor,
+    };
+  });
+  return f(x) as tf.Tensor;
+}
+
+function plainGelu(x: tf.Tensor): tf.Tensor {
+  const c = Math.sqrt(2 / Math.PI);
+  return x.mul(tf.sigmoid(x.add(x.mul(x).mul(x).mul(0.044715)).mul(2 * c)));
+}
+
 function plainLayerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
   const mean = tf.mean(x, -1, true);
   const xc = tf.sub(x, mean);

@@ -4,12 +4,12 @@
 // - 2-D matMul passes transpose flags to tf.matMul (forward and backward) instead of materialising transposes
 //   where that is fast (native kernels, or any non-wasm backend); plain wasm only has a fast path for
 //   non-transposed 2-D matMul (DESIGN §6), so there the transposes are still materialised;
-// - dropout and layerNorm are the fused ones of src/compute/ops.ts (hashed mask; one-pass native kernels);
+// - dropout, layerNorm and gelu are the fused ones of src/compute/ops.ts (hashed mask; one-pass native kernels);
 // - logSumExp gets the cheap softmax·dy gradient;
 // - stopGradient is a customGrad with a zero gradient (tfjs has no stop_gradient op);
 // - masks are constants added to scores (bandPart's gradient throws).
 import { tf } from '../compute/backend.js';
-import { dropout as fusedDropout, layerNorm as fusedLayerNorm } from '../compute/ops.js';
+import { dropout as fusedDropout, gelu as fusedGelu, layerNorm as fusedLayerNorm } from '../compute/ops.js';
 import { activeNativeAddon } from '../compute/nativeKernels.js';
 
 type T = tf.Tensor;
@@ -91,11 +91,9 @@ export function layerNorm(x: T, gamma: T, beta: T, eps = 1e-6): T {
   return fusedLayerNorm(x, gamma, beta, eps);
 }
 
+/** GELU (tanh approximation; fused native kernel when available, the same formula in tf ops otherwise). */
 export function gelu(x: T): T {
-  // tanh approximation, written as x·σ(2c(x + 0.044715x³)) — the same function, since ½(1 + tanh z) = σ(2z) — because
-  // wasm's pow and tanh are slow: ~6× faster on a 4744×512 tensor. Every op has a gradient on wasm.
-  const c = Math.sqrt(2 / Math.PI);
-  return x.mul(tf.sigmoid(x.add(x.mul(x).mul(x).mul(0.044715)).mul(2 * c)));
+  return fusedGelu(x);
 }
 
 /** Dropout with an explicit seed (hashed mask: deterministic on every backend); identity when rate is 0 or no seed (not training). */

@@ -216,6 +216,8 @@ describe('native kernels vs plain wasm', () => {
     expect(() => addon!.matmul(heap, 0, 0, 1024, 1, 2, 2, 2, false, false, 0, 0)).toThrow(/outside the heap/);
     expect(() => addon!.transpose(heap, 0, 0, [4, 8], [1, 0])).toThrow(/outside the heap/);
     expect(() => addon!.transpose(heap, 0, 0, [2, 2], [0, 0])).toThrow(/permutation/);
+    expect(() => addon!.gelu(heap, 0, 32, 16)).toThrow(/gelu y.*outside the heap/);
+    expect(() => addon!.geluGrad(heap, 0, 0, 0, -1)).toThrow(/count/);
   });
 });
 

@@ -7,7 +7,7 @@ import { initCompute, tf, type ComputeInfo } from '../../src/compute/backend.js'
 import {
   activeNativeAddon, installNativeKernels, originalKernels, uninstallNativeKernels, type NativeAddon,
 } from '../../src/compute/nativeKernels.js';
-import { dropout, dropoutMask, layerNorm } from '../../src/compute/ops.js';
+import { dropout, dropoutMask, gelu, layerNorm } from '../../src/compute/ops.js';
 import { Rng } from '../../src/util/random.js';
 import { expectNoLeak, nativeItFor, randn, relErr } from './_helpers.js';
 
@@ -131,6 +131,27 @@ describe('layer norm', () => {
   });
 });
 
+describe('gelu', () => {
+  nativeIt('GemsGelu and its gradient match the tf-op formula, tails and zero included', () => {
+    const rng = new Rng(16);
+    for (const shape of [[8192, 19], [3, 5, 7], [1], [0, 4]]) {
+      const x = tf.mul(randn(rng, shape), 4); // reaches the tails, where σ saturates
+      const w = randn(rng, shape);
+      const { plain, native } = both(() => [gelu(x), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(gelu(v), w)))(x)]);
+      for (let i = 0; i < 2; i++) expect(relErr(native[i]!, plain[i]!), `${shape} output ${i}`).toBeLessThanOrEqual(1e-5);
+      tf.dispose([x, w]);
+    }
+    const edge = tf.tensor1d([0, -30, 30, -1e-3, 5.5]);
+    const { plain, native } = both(() => [gelu(edge), tf.grad((v: tf.Tensor) => tf.sum(gelu(v)))(edge)]);
+    expect(Array.from(native[0]!)[0]).toBe(0);
+    expect(native[0]![2]!).toBeCloseTo(30, 5); // gelu(x) → x for large x, → 0 for very negative x
+    expect(Math.abs(native[0]![1]!)).toBeLessThan(1e-6);
+    expect(native[1]![0]!).toBeCloseTo(0.5, 6); // gelu'(0) = ½
+    for (let i = 0; i < 2; i++) expect(relErr(native[i]!, plain[i]!)).toBeLessThanOrEqual(1e-5);
+    edge.dispose();
+  });
+});
+
 describe('dropout', () => {
   it('mask: keeps about 1 − rate, scaled by 1/(1 − rate), deterministic per seed', () => {
     const a = dropoutMask(200_000, 0.2, 5);
@@ -180,13 +201,13 @@ describe('dropout', () => {
     x.dispose();
   });
 
-  nativeIt('no leak across 1,000 calls of reductions, layer norm, their gradients and dropout (tf.memory exact, RSS flat)', () => {
+  nativeIt('no leak across 1,000 calls of reductions, layer norm, gelu, their gradients and dropout (tf.memory exact, RSS flat)', () => {
     const rng = new Rng(14);
     const x = randn(rng, [64, 20, 50]);
     const gamma = randn(rng, [50]);
     const beta = randn(rng, [50]);
     const once = () => tf.tidy(() => {
-      const g = tf.grad((v: tf.Tensor) => tf.sum(tf.mean(layerNorm(dropout(v, 0.2, 3), gamma, beta), -1)))(x);
+      const g = tf.grad((v: tf.Tensor) => tf.sum(tf.mean(gelu(layerNorm(dropout(v, 0.2, 3), gamma, beta)), -1)))(x);
       tf.max(tf.sum(g, [0, 1])).dataSync();
     });
     expectNoLeak(() => {
