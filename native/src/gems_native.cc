@@ -898,6 +898,78 @@ napi_value GeluGrad(napi_env env, napi_callback_info info) {
   return MakeUndefined(env);
 }
 
+// One Adam step for one parameter in one pass (src/compute/ops.ts adamUpdate; the same float32 operations in the
+// same order as its tf-op formula): g = scale·g0; m' = β1·m + (1−β1)·g; v' = β2·v + (1−β2)·g²;
+// u = (m'/bc1) / (√(v'/bc2) + eps) (+ wd·p); p' = p − lr·u.
+struct AdamHyper {
+  float scale, beta1, oneMinusBeta1, beta2, oneMinusBeta2, bc1, bc2, eps, lr, weightDecay;
+  bool scaled, decay;
+};
+
+__attribute__((target_clones("avx2", "default"))) void AdamBlock(const float* p, const float* g0, const float* m,
+                                                                  const float* v, float* po, float* mo, float* vo,
+                                                                  int64_t n, AdamHyper h) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = h.scaled ? g0[i] * h.scale : g0[i];
+    const float m1 = m[i] * h.beta1 + g * h.oneMinusBeta1;
+    const float v1 = v[i] * h.beta2 + (g * g) * h.oneMinusBeta2;
+    float u = (m1 / h.bc1) / (std::sqrt(v1 / h.bc2) + h.eps);
+    if (h.decay) u = u + p[i] * h.weightDecay;
+    po[i] = p[i] - u * h.lr;
+    mo[i] = m1;
+    vo[i] = v1;
+  }
+}
+
+// adam(heap, pOff, gOff, mOff, vOff, pOutOff, mOutOff, vOutOff, count,
+//      [scale, beta1, 1−beta1, beta2, 1−beta2, bc1, bc2, eps, lr, weightDecay]); scale 1 / weightDecay 0 skip those terms.
+napi_value Adam(napi_env env, napi_callback_info info) {
+  size_t argc = 10;
+  napi_value argv[10];
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  Heap heap;
+  int64_t off[8], count;
+  const char* names[8] = {"pOff", "gOff", "mOff", "vOff", "pOutOff", "mOutOff", "vOutOff", "count"};
+  if (argc < 10) {
+    Throw(env, "adam expects (heap, pOff, gOff, mOff, vOff, pOutOff, mOutOff, vOutOff, count, hyper[10])");
+    return nullptr;
+  }
+  if (!GetHeap(env, argv[0], &heap)) return nullptr;
+  for (int i = 0; i < 8; ++i) {
+    if (!GetInt(env, argv[i + 1], i < 7 ? &off[i] : &count, names[i])) return nullptr;
+  }
+  double hv[10];
+  for (uint32_t i = 0; i < 10; ++i) {
+    napi_value item;
+    if (napi_get_element(env, argv[9], i, &item) != napi_ok || !GetDouble(env, item, &hv[i], "hyper")) return nullptr;
+  }
+  if (count < 0) {
+    Throw(env, "adam: count must be ≥ 0");
+    return nullptr;
+  }
+  const char* what[7] = {"adam p", "adam g", "adam m", "adam v", "adam p out", "adam m out", "adam v out"};
+  for (int i = 0; i < 7; ++i) {
+    if (!CheckRange(env, heap, off[i], count * 4, what[i])) return nullptr;
+  }
+  AdamHyper h;
+  h.scale = static_cast<float>(hv[0]);
+  h.beta1 = static_cast<float>(hv[1]);
+  h.oneMinusBeta1 = static_cast<float>(hv[2]);
+  h.beta2 = static_cast<float>(hv[3]);
+  h.oneMinusBeta2 = static_cast<float>(hv[4]);
+  h.bc1 = static_cast<float>(hv[5]);
+  h.bc2 = static_cast<float>(hv[6]);
+  h.eps = static_cast<float>(hv[7]);
+  h.lr = static_cast<float>(hv[8]);
+  h.weightDecay = static_cast<float>(hv[9]);
+  h.scaled = hv[0] != 1.0;
+  h.decay = hv[9] > 0.0;
+  auto f = [&](int i) { return reinterpret_cast<float*>(heap.data + off[i]); };
+  AdamBlock(f(0), f(1), f(2), f(3), f(4), f(5), f(6), count, h);
+  return MakeUndefined(env);
+}
+
 // blasBench(m, n, k, iterations): seconds per sgemm on private buffers — the BLAS's own rate, no tfjs involved.
 napi_value BlasBench(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -972,6 +1044,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"layerNormGrad", nullptr, LayerNormGrad, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"expand", nullptr, Expand, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"dropoutMask", nullptr, DropoutMask, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
+      {"adam", nullptr, Adam, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"gelu", nullptr, Gelu, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"geluGrad", nullptr, GeluGrad, nullptr, nullptr, nullptr, napi_enumerable, nullptr},
       {"blasBench", nullptr, BlasBench, nullptr, nullptr, nullptr, napi_enumerable, nullptr},

@@ -9,7 +9,8 @@
 // reductions over non-adjacent axes) go to the original wasm kernel, kept in
 // `originalKernels`, which is also the reference the parity tests compare against. Added native kernels:
 // GemsSoftmaxXent / GemsSoftmaxXentGrad, used by softmaxCrossEntropy in ./ops.ts, GemsDropoutMask (ops.ts dropout)
-// GemsLayerNorm / GemsLayerNormGrad (ops.ts layerNorm) and GemsGelu / GemsGeluGrad (ops.ts gelu).
+// GemsLayerNorm / GemsLayerNormGrad (ops.ts layerNorm), GemsGelu / GemsGeluGrad (ops.ts gelu) and GemsAdam
+// (ops.ts adamUpdate).
 // Pure-JS kernels, registered on wasm with or without the addon: UnsortedSegmentSum (so tf.gather's gradient works),
 // a memory-sharing Identity and same-dtype Cast, and block-copy GatherV2 / Unpack / Pack / Concat / SplitV.
 import { createRequire } from 'node:module';
@@ -40,6 +41,9 @@ export interface NativeAddon {
     dxOff: number, dgOff: number, dbOff: number, rows: number, d: number): void;
   /** out[o, r, i] = scale · dy[o, i] (the gradient of reduce() for sum / mean). */
   expand(heap: ArrayBuffer, dyOff: number, outOff: number, outer: number, n: number, inner: number, scale: number): void;
+  /** One Adam step (ops.ts adamUpdate): p, m, v → pOut, mOut, vOut; hyper = [scale, β1, 1−β1, β2, 1−β2, bc1, bc2, eps, lr, wd]. */
+  adam(heap: ArrayBuffer, pOff: number, gOff: number, mOff: number, vOff: number, pOutOff: number, mOutOff: number,
+    vOutOff: number, count: number, hyper: number[]): void;
   /** y = gelu(x) (ops.ts gelu's tanh approximation) over `count` floats; geluGrad: dx = dy · gelu'(x). */
   gelu(heap: ArrayBuffer, xOff: number, yOff: number, count: number): void;
   geluGrad(heap: ArrayBuffer, xOff: number, dyOff: number, dxOff: number, count: number): void;
@@ -259,6 +263,19 @@ function makeDropoutMask(addon: NativeAddon): tf.KernelFunc {
     const { s1, s2, threshold, scale } = dropoutMaskParams(rate, seed);
     addon.dropoutMask(heapOf(backend), offsetOf(backend, out), shape.reduce((p, d) => p * d, 1), s1, s2, threshold, scale);
     return out;
+  };
+}
+
+/** GemsAdam (param, grad, m, v; attr hyper) → [param', m', v']; used by ops.ts adamUpdate. */
+function makeAdam(addon: NativeAddon): tf.KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { param, grad, m, v } = args.inputs as Record<string, tf.TensorInfo>;
+    const { hyper } = args.attrs as unknown as { hyper: number[] };
+    const outs = [param!, m!, v!].map((t) => backend.makeOutput(t.shape, 'float32'));
+    addon.adam(heapOf(backend), offsetOf(backend, param!), offsetOf(backend, grad!), offsetOf(backend, m!), offsetOf(backend, v!),
+      offsetOf(backend, outs[0]!), offsetOf(backend, outs[1]!), offsetOf(backend, outs[2]!), param!.shape.reduce((p, n) => p * n, 1), hyper);
+    return outs;
   };
 }
 
@@ -692,6 +709,7 @@ export function installNativeKernels(addon: NativeAddon): void {
   replaceKernel({ kernelName: 'GemsLayerNorm', backendName: 'wasm', kernelFunc: makeLayerNorm(addon) });
   replaceKernel({ kernelName: 'GemsLayerNormGrad', backendName: 'wasm', kernelFunc: makeLayerNormGrad(addon) });
   replaceKernel({ kernelName: 'GemsGelu', backendName: 'wasm', kernelFunc: makeGelu(addon) });
+  replaceKernel({ kernelName: 'GemsAdam', backendName: 'wasm', kernelFunc: makeAdam(addon) });
   replaceKernel({ kernelName: 'GemsGeluGrad', backendName: 'wasm', kernelFunc: makeGeluGrad(addon) });
   replaceKernel({ kernelName: 'GemsSoftmaxGrad', backendName: 'wasm', kernelFunc: makeSoftmaxGrad(addon) });
   installSoftmaxGradient();
@@ -706,7 +724,7 @@ export function uninstallNativeKernels(): void {
     const config = originalKernels.get(name);
     if (config) replaceKernel(config);
   }
-  for (const name of ['GemsSoftmaxGrad', 'GemsSoftmaxXent', 'GemsSoftmaxXentGrad', 'GemsDropoutMask', 'GemsReduceGrad', 'GemsLayerNorm', 'GemsLayerNormGrad', 'GemsGelu', 'GemsGeluGrad']) {
+  for (const name of ['GemsSoftmaxGrad', 'GemsSoftmaxXent', 'GemsSoftmaxXentGrad', 'GemsDropoutMask', 'GemsReduceGrad', 'GemsLayerNorm', 'GemsLayerNormGrad', 'GemsGelu', 'GemsGeluGrad', 'GemsAdam']) {
     if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
   }
   installed = null;

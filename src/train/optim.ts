@@ -1,6 +1,7 @@
 // Adam with linear warm-up, optional weight decay (AdamW style) and global-norm gradient clipping. Written out
 // (rather than tf.train.adam) so the learning rate can change per step and the moments can be checkpointed.
 import { tf, variableFrom } from '../compute/backend.js';
+import { adamUpdate } from '../compute/ops.js';
 import type { ParamStore } from '../model/params.js';
 
 export interface AdamConfig {
@@ -71,14 +72,13 @@ export class Adam {
       for (const { name, v } of vars) {
         const g0 = grads[v.name];
         if (!g0 || !Number.isFinite(gradNorm)) continue;
-        const g = scale !== 1 ? g0.mul(scale) : g0;
         const m = this.slot(this.m, name, v);
         const s = this.slot(this.v, name, v);
-        m.assign(m.mul(beta1).add(g.mul(1 - beta1)));
-        s.assign(s.mul(beta2).add(g.square().mul(1 - beta2)));
-        let upd = m.div(bc1).div(s.div(bc2).sqrt().add(eps));
-        if (weightDecay > 0 && !name.includes('norm') && !name.endsWith('.b')) upd = upd.add(v.mul(weightDecay));
-        v.assign(v.sub(upd.mul(lr)));
+        const decay = weightDecay > 0 && !name.includes('norm') && !name.endsWith('.b') ? weightDecay : 0;
+        const [p1, m1, s1] = adamUpdate(v, g0, m, s, { lr, beta1, beta2, eps, bc1, bc2, scale, weightDecay: decay });
+        m.assign(m1);
+        s.assign(s1);
+        v.assign(p1);
       }
     });
     for (const g of Object.values(grads)) g.dispose();
