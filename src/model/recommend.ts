@@ -79,8 +79,10 @@ export interface Recommendation {
 export function recommend(loaded: LoadedGems, inputs: History[], k: number, options: RecommendOptions = {}): Recommendation[] {
   const { model, sid, ctx } = loaded;
   const exclude = inputs.map((h, b) => {
-    const s = new Set<number>(options.exclude?.[b] ?? []);
-    if (options.excludeSeen) for (const id of h.itemId) s.add(id);
+    const given = options.exclude?.[b];
+    if (!options.excludeSeen) return given?.size ? given : null; // read only: no copy of a long history's set
+    const s = new Set<number>(given ?? []);
+    for (const id of h.itemId) s.add(id);
     return s.size ? s : null;
   });
   const topK = options.topK ?? servingTopK(loaded);

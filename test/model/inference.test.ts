@@ -42,6 +42,9 @@ describe('GEMs inference', () => {
     expect([...few!.items].sort()).toEqual(ITEM_IDS.slice(20));
     const [none] = recommend(loaded, [historyOf(2, ITEM_IDS)], 5, { excludeSeen: true, topK: 3 });
     expect(none!.items.length).toBe(0);
+    // Ids the catalogue does not know are ignored; an explicit exclusion set joins the seen items.
+    const [mixed] = recommend(loaded, [historyOf(3, ITEM_IDS.slice(0, 18))], 10, { excludeSeen: true, topK: 3, exclude: [new Set([ITEM_IDS[18]!, -5, 987_654])] });
+    expect([...mixed!.items].sort()).toEqual(ITEM_IDS.slice(19));
   });
 
   it('attention mass is over the streams actually used: empty streams get 0, the rest sum to 1', () => {
