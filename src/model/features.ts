@@ -61,10 +61,10 @@ function logBucket(x: number): number {
 }
 
 /** Builds one stream batch from per-user histories (each already cut to this stream), referencing time `refTs`. */
-export function buildStreamBatch(hs: History[], T: number, vocab: ItemVocab, fc: FeatureConfig, refTs: number[]): StreamBatch {
-  const B = hs.length;
+/** B × T slots of padding: every feature 0 and nothing valid (what a short history leaves before its events). */
+export function emptyStreamBatch(B: number, T: number, fc: FeatureConfig): StreamBatch {
   const n = B * T;
-  const sb: StreamBatch = {
+  return {
     B,
     T,
     item: new Int32Array(n),
@@ -77,6 +77,10 @@ export function buildStreamBatch(hs: History[], T: number, vocab: ItemVocab, fc:
     labels: new Float32Array(n * LABEL_BITS),
     valid: new Uint8Array(n),
   };
+}
+
+export function buildStreamBatch(hs: History[], T: number, vocab: ItemVocab, fc: FeatureConfig, refTs: number[]): StreamBatch {
+  const sb = emptyStreamBatch(hs.length, T, fc);
   const prevGap = fc.gapFrom === 'prev';
   hs.forEach((h, b) => {
     const len = Math.min(T, h.length);

@@ -18,7 +18,7 @@
 // (encode lazyMid), which is most of what the indexer saves over full attention (bench serve-latency).
 import { tf } from '../compute/backend.js';
 import { softmaxCrossEntropy } from '../compute/ops.js';
-import { GAP_BUCKETS, HOUR_BUCKETS, LABEL_BITS, LOG_BUCKETS, type FeatureConfig, type StreamBatch } from './features.js';
+import { emptyStreamBatch, GAP_BUCKETS, HOUR_BUCKETS, LABEL_BITS, LOG_BUCKETS, type FeatureConfig, type StreamBatch } from './features.js';
 import { attention, causalBias, dense, dropout, gatherRows, gelu, layerNorm, logSoftmaxLast, matMul2d, stopGradient, type AttentionParams } from './ops.js';
 import { ParamStore } from './params.js';
 import { CodeTrie } from '../tokenizer/trie.js';
@@ -290,6 +290,8 @@ export class GemsModel {
   readonly params: ParamStore;
   private dropSeed = 7;
   private readonly causal = new Map<number, T>();
+  /** midKeyMeans' padding-key mean, with the parameter tensors it was computed from (see paddingMidMean). */
+  private paddingMean: { from: object[]; mean: T } | null = null;
   readonly W: number;
 
   /** The Semantic-ID trie, when codes have prefix embeddings (cfg.prefixEmbeddings). */
@@ -322,6 +324,8 @@ export class GemsModel {
     this.params.dispose();
     for (const m of this.causal.values()) m.dispose();
     this.causal.clear();
+    this.paddingMean?.mean.dispose();
+    this.paddingMean = null;
   }
 
   /** Whether the mid-term stream has its own cross-attention (and so an indexer). */
@@ -867,13 +871,37 @@ export class GemsModel {
     return c;
   }
 
-  /** Mean encoded mid-term key [U, 1, d] of each listed user over all its Lk keys (uniform attention; others 0). */
+  /**
+   * Mean encoded mid-term key [U, 1, d] of each listed user over all its Lk keys (uniform attention; others 0). The
+   * listed users have no mid-term event, so on a lazily encoded stream their keys are all padding: the same for
+   * every user (see paddingMidMean), not encoded per request.
+   */
   private midKeyMeans(enc: EncodedStreams, users: Uint8Array): T {
     const m = enc.mem.mid;
     if (m) return m.keys.mean(1, true);
+    const pad = this.paddingMidMean();
+    return tf.stack(Array.from(users, (on) => (on ? pad : tf.zeros([this.cfg.d])))).reshape([users.length, 1, this.cfg.d]);
+  }
+
+  /**
+   * Mean [d] of the encoded mid-term keys of a stream that is all padding: padding events have all-zero features,
+   * so their keys differ only by position and the mean is a constant of the weights. Encoding all T_mid − T_recent
+   * padding keys per request would cost a user without mid-term events what brute force costs, so it is computed
+   * once and kept until a parameter changes (an optimizer's assign gives a variable a new data id, which is what
+   * the cache compares).
+   */
+  private paddingMidMean(): T {
+    const from = [...this.params.vars.values()].map((v) => v.dataId);
+    const hit = this.paddingMean;
+    if (hit && hit.from.length === from.length && hit.from.every((id, i) => id === from[i])) return hit.mean;
+    hit?.mean.dispose();
     const Lk = this.midLen;
-    const means = Array.from(users, (on, u) => (on ? this.midKeyRows(enc, Int32Array.from({ length: Lk }, (_, j) => u * Lk + j)).mean(0) : tf.zeros([this.cfg.d])));
-    return tf.stack(means).reshape([users.length, 1, this.cfg.d]);
+    const mean = tf.tidy(() => {
+      const row = this.behaviorFeatures(emptyStreamBatch(1, 1, this.cfg.features)); // [1, F]
+      return this.encodeMidRows(tf.tile(row, [Lk, 1]), Int32Array.from({ length: Lk }, (_, j) => j)).mean(0);
+    });
+    this.paddingMean = { from, mean: tf.keep(mean) };
+    return mean;
   }
 
   private projected(enc: EncodedStreams, layer: number, name: StreamName | 'all'): ProjectedMemory {
@@ -957,10 +985,7 @@ export class GemsModel {
     const Q = dense(q, p.wq, p.bq).reshape([U, rows, heads, dh]).transpose([0, 2, 1, 3]);
     const probs = tf.softmax(tf.matMul(Q, split(kv.K), false, true).mul(1 / Math.sqrt(dh)).add(tf.tensor4d(bias, [U, 1, rows, width])), -1);
     let ctx = tf.matMul(probs, split(kv.V)).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
-    if (empty.some((x) => x)) {
-      const uniform = kv.V.mean(1, true).tile([1, rows, 1]);
-      ctx = tf.where(tf.tensor3d(empty, [U, 1, 1], 'bool').tile([1, rows, hd]), uniform, ctx);
-    }
+    if (empty.some((x) => x)) ctx = withEmptyUsers(ctx, kv.V.mean(1, true), empty);
     return dense(ctx.reshape([U * R, Lq, hd]), p.wo, p.bo);
   }
 
@@ -1116,8 +1141,7 @@ export class GemsModel {
     let ctx = tf.matMul(probs, Vg).transpose([0, 2, 1, 3]).reshape([U, rows, hd]);
     if (empty.some((x) => x)) {
       // Uniform attention over all keys: the mean of the values = the projection of the mean key (linear).
-      const uniform = ('cache' in kv ? dense(this.midKeyMeans(enc, empty), p.wv, p.bv) : kv.V.mean(1, true)).tile([1, rows, 1]);
-      ctx = tf.where(tf.tensor3d(empty, [U, 1, 1], 'bool').tile([1, rows, hd]), uniform, ctx);
+      ctx = withEmptyUsers(ctx, 'cache' in kv ? dense(this.midKeyMeans(enc, empty), p.wv, p.bv) : kv.V.mean(1, true), empty);
     }
     return dense(ctx.reshape([U * R, Lq, hd]), p.wo, p.bo);
   }
@@ -1353,6 +1377,16 @@ function indexerKl(probs: T, scores: T, valid: Uint8Array, B: number, Lq: number
 const validKeyCache = new WeakMap<Uint8Array, number[][]>();
 
 /** Per user, the indices of its valid keys (cached per validity array: memories are reused across beam levels). */
+/**
+ * Attention output ctx [U, rows, hd] with the rows of the users flagged in `empty` (no valid key) set to their
+ * uniform-attention value [U, 1, hd]: a blend by a 0/1 mask broadcast over the rows — exact (x·1 + u·0 = x), and
+ * no Tile (wasm's costs ~1 ms on [1, 100, 256], twice per layer and level).
+ */
+function withEmptyUsers(ctx: T, uniform: T, empty: Uint8Array): T {
+  const e = tf.tensor3d(Float32Array.from(empty), [empty.length, 1, 1]);
+  return ctx.mul(tf.sub(1, e)).add(uniform.mul(e));
+}
+
 function validKeyLists(valid: Uint8Array, U: number): number[][] {
   const hit = validKeyCache.get(valid);
   if (hit && hit.length === U) return hit;
