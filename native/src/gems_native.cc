@@ -846,27 +846,35 @@ __attribute__((target_clones("avx2", "default"))) void GeluGradBlock(const float
   }
 }
 
+// Parses (heap, off_0 … off_{n−1}, count) of an elementwise kernel: every offset must hold `count` floats inside the
+// heap. Fills out[i] with the arrays and returns false (after throwing) on bad input.
+bool ElementwiseArgs(napi_env env, napi_value* argv, size_t argc, const char* fn, const char* const* names, size_t n,
+                     float** out, int64_t* count) {
+  if (argc < n + 2) return Throw(env, std::string(fn) + " expects (heap, " + std::to_string(n) + " offsets, count)");
+  Heap heap;
+  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[n + 1], count, "count")) return false;
+  if (*count < 0) return Throw(env, std::string(fn) + ": count must be ≥ 0");
+  for (size_t i = 0; i < n; ++i) {
+    int64_t off;
+    if (!GetInt(env, argv[i + 1], &off, names[i]) ||
+        !CheckRange(env, heap, off, *count * 4, (std::string(fn) + " " + names[i]).c_str())) {
+      return false;
+    }
+    out[i] = reinterpret_cast<float*>(heap.data + off);
+  }
+  return true;
+}
+
 // gelu(heap, xOff, yOff, count)
 napi_value Gelu(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  Heap heap;
-  int64_t xo, yo, count;
-  if (argc < 4) {
-    Throw(env, "gelu expects (heap, xOff, yOff, count)");
-    return nullptr;
-  }
-  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &xo, "xOff") || !GetInt(env, argv[2], &yo, "yOff") ||
-      !GetInt(env, argv[3], &count, "count")) {
-    return nullptr;
-  }
-  if (count < 0) {
-    Throw(env, "gelu: count must be ≥ 0");
-    return nullptr;
-  }
-  if (!CheckRange(env, heap, xo, count * 4, "gelu x") || !CheckRange(env, heap, yo, count * 4, "gelu y")) return nullptr;
-  GeluBlock(reinterpret_cast<const float*>(heap.data + xo), reinterpret_cast<float*>(heap.data + yo), count);
+  const char* names[] = {"x", "y"};
+  float* a[2];
+  int64_t count;
+  if (!ElementwiseArgs(env, argv, argc, "gelu", names, 2, a, &count)) return nullptr;
+  GeluBlock(a[0], a[1], count);
   return MakeUndefined(env);
 }
 
@@ -875,26 +883,11 @@ napi_value GeluGrad(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  Heap heap;
-  int64_t xo, dyo, dxo, count;
-  if (argc < 5) {
-    Throw(env, "geluGrad expects (heap, xOff, dyOff, dxOff, count)");
-    return nullptr;
-  }
-  if (!GetHeap(env, argv[0], &heap) || !GetInt(env, argv[1], &xo, "xOff") || !GetInt(env, argv[2], &dyo, "dyOff") ||
-      !GetInt(env, argv[3], &dxo, "dxOff") || !GetInt(env, argv[4], &count, "count")) {
-    return nullptr;
-  }
-  if (count < 0) {
-    Throw(env, "geluGrad: count must be ≥ 0");
-    return nullptr;
-  }
-  if (!CheckRange(env, heap, xo, count * 4, "geluGrad x") || !CheckRange(env, heap, dyo, count * 4, "geluGrad dy") ||
-      !CheckRange(env, heap, dxo, count * 4, "geluGrad dx")) {
-    return nullptr;
-  }
-  GeluGradBlock(reinterpret_cast<const float*>(heap.data + xo), reinterpret_cast<const float*>(heap.data + dyo),
-                reinterpret_cast<float*>(heap.data + dxo), count);
+  const char* names[] = {"x", "dy", "dx"};
+  float* a[3];
+  int64_t count;
+  if (!ElementwiseArgs(env, argv, argc, "geluGrad", names, 3, a, &count)) return nullptr;
+  GeluGradBlock(a[0], a[1], a[2], count);
   return MakeUndefined(env);
 }
 
@@ -928,29 +921,18 @@ napi_value Adam(napi_env env, napi_callback_info info) {
   size_t argc = 10;
   napi_value argv[10];
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  Heap heap;
-  int64_t off[8], count;
-  const char* names[8] = {"pOff", "gOff", "mOff", "vOff", "pOutOff", "mOutOff", "vOutOff", "count"};
+  const char* names[] = {"p", "g", "m", "v", "p out", "m out", "v out"};
+  float* a[7];
+  int64_t count;
   if (argc < 10) {
     Throw(env, "adam expects (heap, pOff, gOff, mOff, vOff, pOutOff, mOutOff, vOutOff, count, hyper[10])");
     return nullptr;
   }
-  if (!GetHeap(env, argv[0], &heap)) return nullptr;
-  for (int i = 0; i < 8; ++i) {
-    if (!GetInt(env, argv[i + 1], i < 7 ? &off[i] : &count, names[i])) return nullptr;
-  }
+  if (!ElementwiseArgs(env, argv, argc, "adam", names, 7, a, &count)) return nullptr;
   double hv[10];
   for (uint32_t i = 0; i < 10; ++i) {
     napi_value item;
     if (napi_get_element(env, argv[9], i, &item) != napi_ok || !GetDouble(env, item, &hv[i], "hyper")) return nullptr;
-  }
-  if (count < 0) {
-    Throw(env, "adam: count must be ≥ 0");
-    return nullptr;
-  }
-  const char* what[7] = {"adam p", "adam g", "adam m", "adam v", "adam p out", "adam m out", "adam v out"};
-  for (int i = 0; i < 7; ++i) {
-    if (!CheckRange(env, heap, off[i], count * 4, what[i])) return nullptr;
   }
   AdamHyper h;
   h.scale = static_cast<float>(hv[0]);
@@ -965,8 +947,7 @@ napi_value Adam(napi_env env, napi_callback_info info) {
   h.weightDecay = static_cast<float>(hv[9]);
   h.scaled = hv[0] != 1.0;
   h.decay = hv[9] > 0.0;
-  auto f = [&](int i) { return reinterpret_cast<float*>(heap.data + off[i]); };
-  AdamBlock(f(0), f(1), f(2), f(3), f(4), f(5), f(6), count, h);
+  AdamBlock(a[0], a[1], a[2], a[3], a[4], a[5], a[6], count, h);
   return MakeUndefined(env);
 }
 

@@ -218,6 +218,7 @@ describe('native kernels vs plain wasm', () => {
     expect(() => addon!.transpose(heap, 0, 0, [2, 2], [0, 0])).toThrow(/permutation/);
     expect(() => addon!.gelu(heap, 0, 32, 16)).toThrow(/gelu y.*outside the heap/);
     expect(() => addon!.geluGrad(heap, 0, 0, 0, -1)).toThrow(/count/);
+    expect(() => addon!.adam(heap, 0, 0, 0, 0, 0, 0, 48, 8, [1, 0.9, 0.1, 0.98, 0.02, 1, 1, 1e-8, 1e-3, 0])).toThrow(/adam v out.*outside the heap/);
   });
 });
 
