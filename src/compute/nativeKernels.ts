@@ -8,7 +8,7 @@
 // Cases they do not cover (other dtypes, bias or prelu slopes not one per column, softmax over another axis,
 // reductions over non-adjacent axes) go to the original wasm kernel, kept in
 // `originalKernels`, which is also the reference the parity tests compare against. Added native kernels:
-// GemsSoftmaxXent / GemsSoftmaxXentGrad, used by softmaxCrossEntropy in ./ops.ts, GemsDropoutMask (ops.ts dropout)
+// GemsSoftmaxXent / GemsSoftmaxXentGrad, used by softmaxCrossEntropy in ./ops.ts, GemsDropoutMask (ops.ts dropout),
 // GemsLayerNorm / GemsLayerNormGrad (ops.ts layerNorm), GemsGelu / GemsGeluGrad (ops.ts gelu) and GemsAdam
 // (ops.ts adamUpdate).
 // Pure-JS kernels, registered on wasm with or without the addon: UnsortedSegmentSum (so tf.gather's gradient works),
@@ -709,8 +709,8 @@ export function installNativeKernels(addon: NativeAddon): void {
   replaceKernel({ kernelName: 'GemsLayerNorm', backendName: 'wasm', kernelFunc: makeLayerNorm(addon) });
   replaceKernel({ kernelName: 'GemsLayerNormGrad', backendName: 'wasm', kernelFunc: makeLayerNormGrad(addon) });
   replaceKernel({ kernelName: 'GemsGelu', backendName: 'wasm', kernelFunc: makeGelu(addon) });
-  replaceKernel({ kernelName: 'GemsAdam', backendName: 'wasm', kernelFunc: makeAdam(addon) });
   replaceKernel({ kernelName: 'GemsGeluGrad', backendName: 'wasm', kernelFunc: makeGeluGrad(addon) });
+  replaceKernel({ kernelName: 'GemsAdam', backendName: 'wasm', kernelFunc: makeAdam(addon) });
   replaceKernel({ kernelName: 'GemsSoftmaxGrad', backendName: 'wasm', kernelFunc: makeSoftmaxGrad(addon) });
   installSoftmaxGradient();
   replaceKernel({ kernelName: 'GemsSoftmaxXent', backendName: 'wasm', kernelFunc: makeSoftmaxXent(addon) });

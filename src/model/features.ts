@@ -60,7 +60,6 @@ function logBucket(x: number): number {
   return 2 + Math.min(LOG_BUCKETS - 3, Math.floor(Math.log2(1 + x)));
 }
 
-/** Builds one stream batch from per-user histories (each already cut to this stream), referencing time `refTs`. */
 /** B × T slots of padding: every feature 0 and nothing valid (what a short history leaves before its events). */
 export function emptyStreamBatch(B: number, T: number, fc: FeatureConfig): StreamBatch {
   const n = B * T;
@@ -79,6 +78,7 @@ export function emptyStreamBatch(B: number, T: number, fc: FeatureConfig): Strea
   };
 }
 
+/** Builds one stream batch from per-user histories (each already cut to this stream), referencing time `refTs`. */
 export function buildStreamBatch(hs: History[], T: number, vocab: ItemVocab, fc: FeatureConfig, refTs: number[]): StreamBatch {
   const sb = emptyStreamBatch(hs.length, T, fc);
   const prevGap = fc.gapFrom === 'prev';
