@@ -39,8 +39,8 @@ export interface BeamOptions {
    * — the fastest; 'user' one set per user, layer and level (keys ranked by indexer attention mass summed over the
    * beams); 'query' each beam its own top-k (the stage-3 training formulation; as slow as full attention).
    * On ML-1M (test, 6,040 users, top-64 of 192 keys) HR@10 was 0.2750 / 0.2755 / 0.2745 for request / user / query
-   * against 0.2735 with full attention (encoded-key indexer), and 0.2738 for request against 0.2710 (the preset's
-   * feature indexer); on the tiny overfit fixture (k = 3 of 8 keys, beam 4) 'user' missed 1–2 of 8 users that
+   * against 0.2735 with full attention (encoded-key indexer), and 0.2909 for request against 0.2912 (the preset's
+   * feature indexer, dropout 0.1); on the tiny overfit fixture (k = 3 of 8 keys, beam 4) 'user' missed 1–2 of 8 users that
    * 'query' got.
    */
   selection?: IndexerSelection;
