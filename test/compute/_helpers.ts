@@ -3,6 +3,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { expect, it } from 'vitest';
 import { tf } from '../../src/compute/backend.js';
+import { installNativeKernels, uninstallNativeKernels, type NativeAddon } from '../../src/compute/nativeKernels.js';
 import type { Rng } from '../../src/util/random.js';
 
 /** max |native − plain| / max |plain| (the absolute difference when plain is all zeros). */
@@ -36,6 +37,25 @@ export function nativeItFor(active: () => { on: boolean; reason: string | null |
       }
       await fn();
     }, timeout);
+}
+
+/**
+ * Runs `reference` with the plain wasm kernels (and tfjs's own gradients), then `fn` (default: the same function)
+ * with the native ones of `addon`, which stay installed.
+ */
+export function plainThenNative<R>(addon: NativeAddon, fn: () => R, reference: () => R = fn): { plain: R; native: R } {
+  uninstallNativeKernels();
+  const plain = reference();
+  installNativeKernels(addon);
+  return { plain, native: fn() };
+}
+
+/** `fn`'s output tensor(s) as plain arrays (the tensors are freed). */
+export function asArrays(fn: () => tf.Tensor | tf.Tensor[]): () => Float32Array[] {
+  return () => tf.tidy(() => {
+    const out = fn();
+    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync()));
+  });
 }
 
 /** V8's collector, made callable without `--expose-gc` on the command line (vitest starts the forks). */

@@ -6,12 +6,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCompute, tf, type ComputeInfo } from '../../src/compute/backend.js';
 import {
-  activeNativeAddon, installNativeKernels, originalKernels, uninstallNativeKernels, type NativeAddon,
+  activeNativeAddon, installNativeKernels, originalKernels, type NativeAddon,
 } from '../../src/compute/nativeKernels.js';
 import { softmaxCrossEntropy } from '../../src/compute/ops.js';
 import { createReferenceTransformer } from '../../src/compute/referenceTransformer.js';
 import { Rng } from '../../src/util/random.js';
-import { expectNoLeak, nativeItFor, randn, relErr } from './_helpers.js';
+import { asArrays, expectNoLeak, nativeItFor, plainThenNative, randn, relErr } from './_helpers.js';
 
 let info: ComputeInfo;
 let addon: NativeAddon | null = null;
@@ -26,20 +26,9 @@ afterAll(() => {
   if (addon) installNativeKernels(addon);
 });
 
-/**
- * Runs `reference` with the plain wasm kernels and `fn` (default: the same function) with the native ones; returns
- * both results as plain arrays.
- */
+/** Runs `reference` with the plain wasm kernels and `fn` (default: the same function) with the native ones, as arrays. */
 function both(fn: () => tf.Tensor | tf.Tensor[], reference = fn): { plain: Float32Array[]; native: Float32Array[] } {
-  const run = (f: () => tf.Tensor | tf.Tensor[]): Float32Array[] => tf.tidy(() => {
-    const out = f();
-    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync()));
-  });
-  uninstallNativeKernels();
-  const plain = run(reference);
-  installNativeKernels(addon!);
-  const native = run(fn);
-  return { plain, native };
+  return plainThenNative(addon!, asArrays(fn), asArrays(reference));
 }
 
 const nativeIt = nativeItFor(() => ({ on: addon !== null, reason: info?.nativeReason }));

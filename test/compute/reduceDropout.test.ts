@@ -9,7 +9,7 @@ import {
 } from '../../src/compute/nativeKernels.js';
 import { dropout, dropoutMask, gelu, layerNorm } from '../../src/compute/ops.js';
 import { Rng } from '../../src/util/random.js';
-import { expectNoLeak, nativeItFor, randn, relErr } from './_helpers.js';
+import { asArrays, expectNoLeak, nativeItFor, plainThenNative, randn, relErr } from './_helpers.js';
 
 let info: ComputeInfo;
 let addon: NativeAddon | null = null;
@@ -24,16 +24,9 @@ afterAll(() => {
   if (addon) installNativeKernels(addon);
 });
 
-/** Runs `fn` once with the plain wasm kernels (and tfjs's own gradients) and once with the native ones. */
+/** Runs `fn` once with the plain wasm kernels (and tfjs's own gradients) and once with the native ones, as arrays. */
 function both(fn: () => tf.Tensor | tf.Tensor[]): { plain: Float32Array[]; native: Float32Array[] } {
-  const run = (): Float32Array[] => tf.tidy(() => {
-    const out = fn();
-    return (Array.isArray(out) ? out : [out]).map((t) => Float32Array.from(t.dataSync()));
-  });
-  uninstallNativeKernels();
-  const plain = run();
-  installNativeKernels(addon!);
-  return { plain, native: run() };
+  return plainThenNative(addon!, asArrays(fn));
 }
 
 const nativeIt = nativeItFor(() => ({ on: addon !== null, reason: info?.nativeReason }));

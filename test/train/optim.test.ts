@@ -1,12 +1,12 @@
 // Adam: the learning-rate schedule (linear warm-up, then constant or cosine decay to a floor), and its update.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initCompute, tf } from '../../src/compute/backend.js';
-import { activeNativeAddon, installNativeKernels, uninstallNativeKernels, type NativeAddon } from '../../src/compute/nativeKernels.js';
+import { activeNativeAddon, installNativeKernels, type NativeAddon } from '../../src/compute/nativeKernels.js';
 import { adamUpdate } from '../../src/compute/ops.js';
 import { ParamStore } from '../../src/model/params.js';
 import { Adam, DEFAULT_ADAM } from '../../src/train/optim.js';
 import { Rng } from '../../src/util/random.js';
-import { nativeItFor, randn, relErr } from '../compute/_helpers.js';
+import { nativeItFor, plainThenNative, randn, relErr } from '../compute/_helpers.js';
 
 describe('Adam learning-rate schedule', () => {
   const params = new ParamStore(1);
@@ -41,13 +41,7 @@ describe('Adam update: native kernel vs tf ops', () => {
   });
   const nativeIt = nativeItFor(() => ({ on: addon !== null, reason: 'no native addon' }));
 
-  /** Runs fn with plain wasm kernels, then with the native ones. */
-  const both = <R>(fn: () => R): { plain: R; native: R } => {
-    uninstallNativeKernels();
-    const plain = fn();
-    installNativeKernels(addon!);
-    return { plain, native: fn() };
-  };
+  const both = <R>(fn: () => R) => plainThenNative(addon!, fn);
 
   nativeIt('gives bit-identical float32 numbers, with and without clipping scale and weight decay', () => {
     const rng = new Rng(3);
