@@ -7,6 +7,8 @@
 //   gems_indexer_request the same, but each layer's key set is chosen once per request at the first beam step
 //                      and kept (selection 'request'): the mid-term stream is encoded lazily — only the behavior
 //                      features of all its events (what the indexer scores), the MLPs only for the selected keys
+//   gems_indexer_shared as gems_indexer_request, but the first decoder layer's key set serves every layer (selection
+//                      'shared'): one indexer scoring and at most top-k keys encoded per request
 //   gems_indexer_query the same with each beam's own top-k (the training formulation), gathered per user as the
 //                      union of its beams' keys with the others masked (informational)
 //   gems_bruteforce    the same model and weights, full attention over all T_mid − T_recent mid-term keys
@@ -45,7 +47,7 @@ import { logger } from '../src/util/log.js';
 
 const log = logger('bench.serve-latency');
 
-type VariantName = 'gems_indexer' | 'gems_indexer_request' | 'gems_indexer_query' | 'gems_bruteforce' | 'single_stream' | 'gems_no_mid';
+type VariantName = 'gems_indexer' | 'gems_indexer_request' | 'gems_indexer_shared' | 'gems_indexer_query' | 'gems_bruteforce' | 'single_stream' | 'gems_no_mid';
 interface Variant {
   name: VariantName;
   loaded: LoadedGems;
@@ -111,6 +113,7 @@ export const bench: Bench = {
       const variants: Variant[] = [
         { name: 'gems_indexer', loaded: gems, topK, selection: 'user' },
         { name: 'gems_indexer_request', loaded: gems, topK, selection: 'request' },
+        { name: 'gems_indexer_shared', loaded: gems, topK, selection: 'shared' },
         { name: 'gems_indexer_query', loaded: gems, topK, selection: 'query' },
         { name: 'gems_bruteforce', loaded: gems, topK: 0, selection: 'query' },
         { name: 'single_stream', loaded: single, topK: 0, selection: 'query' },
@@ -118,7 +121,7 @@ export const bench: Bench = {
       ];
 
       const rows: Record<string, number | string>[] = [];
-      const overlap: Record<string, Record<string, number>> = { gems_indexer: {}, gems_indexer_request: {}, gems_indexer_query: {} };
+      const overlap: Record<string, Record<string, number>> = { gems_indexer: {}, gems_indexer_request: {}, gems_indexer_shared: {}, gems_indexer_query: {} };
       for (const L of lengths) {
         const hs = users.get(L)!;
         // The lifecycle memory of each user (read from the memory store by the service; not timed).
@@ -162,10 +165,10 @@ export const bench: Bench = {
           };
           rows.push(row);
           log.info('measured', { config: size.name, ...row });
-          console.log(`${size.name.padEnd(10)} ${v.name.padEnd(18)} N=${String(L).padStart(6)}  p50 ${row.p50_ms} ms  p99 ${row.p99_ms} ms  (encode ${row.encode_p50_ms}, beam search ${row.search_p50_ms})`);
+          console.log(`${size.name.padEnd(10)} ${v.name.padEnd(20)} N=${String(L).padStart(6)}  p50 ${row.p50_ms} ms  p99 ${row.p99_ms} ms  (encode ${row.encode_p50_ms}, beam search ${row.search_p50_ms})`);
         }
         const b = tops.get('gems_bruteforce')!;
-        for (const name of ['gems_indexer', 'gems_indexer_request', 'gems_indexer_query']) {
+        for (const name of ['gems_indexer', 'gems_indexer_request', 'gems_indexer_shared', 'gems_indexer_query']) {
           let same = 0;
           const a = tops.get(name)!;
           a.forEach((x, u) => {
@@ -183,6 +186,7 @@ export const bench: Bench = {
         variants: rows,
         indexer_speedup_p50: ratio('gems_bruteforce', 'gems_indexer'),
         indexer_request_speedup_p50: ratio('gems_bruteforce', 'gems_indexer_request'),
+        indexer_shared_speedup_p50: ratio('gems_bruteforce', 'gems_indexer_shared'),
         indexer_query_speedup_p50: ratio('gems_bruteforce', 'gems_indexer_query'),
         // Ceiling: brute force against no mid-term attention at all (same encoder, decoder, beams).
         mid_attention_free_ceiling_p50: ratio('gems_bruteforce', 'gems_no_mid'),

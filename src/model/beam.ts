@@ -10,9 +10,10 @@
 // (GemsModel.prepare); the beams of a user are folded into the query axis of that user's attention, so nothing
 // of the encoders or the key/value projections is repeated per beam. Levels decode incrementally
 // (GemsModel.decodeStep): only the newest position of each beam runs, earlier positions' decoder self-attention
-// keys/values come from a cache reordered by each beam's parent. With indexer top-k, the default 'request'
-// selection chooses each layer's mid-term key set once, at the first level (the user's BOS query), and keeps it,
-// so the search scores, encodes and projects at most k keys per layer; 'user' lets each user's beams share one
+// keys/values come from a cache reordered by each beam's parent. With indexer top-k, the default 'shared'
+// selection chooses one mid-term key set once, by the first decoder layer's indexer at the first level (the user's
+// BOS query), and every layer attends to it, so the search scores once and encodes at most k keys; 'request'
+// chooses each layer's set once (scores per layer, encodes up to k per layer); 'user' lets each user's beams share one
 // top-k set per level and layer (only those keys are projected, prepare lazyMid: the indexer's scoring plus O(k)
 // per level); 'query' gives each beam its own top-k (the stage-3 training formulation; as costly as full attention
 // once beams disagree).
@@ -34,13 +35,13 @@ export interface BeamOptions {
   /** Return per-stream attention mass (at the first level's query). */
   wantMass?: boolean;
   /**
-   * Indexer selection (GemsModel.decodeStep): 'request' (default) one top-k key set per user and layer, chosen at
-   * the first level by the user's BOS query and kept, so at most k keys per layer are scored, encoded and projected
-   * — the fastest; 'user' one set per user, layer and level (keys ranked by indexer attention mass summed over the
+   * Indexer selection (GemsModel.decodeStep): 'shared' (default) one top-k key set per user for every layer, chosen
+   * by the first layer's indexer at the first level (the user's BOS query) and kept: one indexer scoring, at most k
+   * keys encoded — the fastest; 'request' one set per user and layer, chosen and kept the same way; 'user' one set per user, layer and level (keys ranked by indexer attention mass summed over the
    * beams); 'query' each beam its own top-k (the stage-3 training formulation; as slow as full attention).
    * On ML-1M (test, 6,040 users, top-64 of 192 keys) HR@10 was 0.2750 / 0.2755 / 0.2745 for request / user / query
    * against 0.2735 with full attention (encoded-key indexer), and 0.2909 for request against 0.2912 (the preset's
-   * feature indexer, dropout 0.1); on the tiny overfit fixture (k = 3 of 8 keys, beam 4) 'user' missed 1–2 of 8 users that
+   * feature indexer, dropout 0.1; 0.2917 for shared); on the tiny overfit fixture (k = 3 of 8 keys, beam 4) 'user' missed 1–2 of 8 users that
    * 'query' got.
    */
   selection?: IndexerSelection;
@@ -155,7 +156,7 @@ export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStrea
   return scoped(() => {
     // Key/value projections of every cross-attention, once per user for all levels and beams (with the per-user
     // indexer selection, of the mid-term stream only the indexer's keys: the selected keys are projected per step).
-    const prepared = model.prepare(enc, { lazyMid: selection !== 'query' && opts.topK > 0 });
+    const prepared = model.prepare(enc, { lazyMid: selection !== 'query' && opts.topK > 0, selection });
     let cache: DecoderCache | null = null;
     let prevR = 1;
     try {

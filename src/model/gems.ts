@@ -28,11 +28,11 @@ type T = tf.Tensor;
 export type FusionKind = 'sum' | 'gated' | 'concat' | 'shared';
 export type StreamName = 'recent' | 'mid' | 'lifecycle';
 /** How beam search picks the mid-term keys each indexed cross-attention attends (StepOptions.selection). */
-export const INDEXER_SELECTIONS = ['user', 'request', 'query'] as const;
+export const INDEXER_SELECTIONS = ['user', 'request', 'shared', 'query'] as const;
 export type IndexerSelection = (typeof INDEXER_SELECTIONS)[number];
 export const isIndexerSelection = (s: string): s is IndexerSelection => (INDEXER_SELECTIONS as readonly string[]).includes(s);
 /** What beam search (and so serving and eval) uses when no selection is given: the fastest, see src/model/beam.ts. */
-export const DEFAULT_INDEXER_SELECTION: IndexerSelection = 'request';
+export const DEFAULT_INDEXER_SELECTION: IndexerSelection = 'shared';
 export const STREAMS: StreamName[] = ['recent', 'mid', 'lifecycle'];
 
 export interface GemsModelConfig {
@@ -174,8 +174,8 @@ export interface EncodedStreams {
   proj?: Map<string, ProjectedMemory>;
   /**
    * prepare(enc, { lazyMid: true }): per decoder layer, only the indexer's keys [U, Lk, dim] of the mid-term stream;
-   * its keys/values are then projected per step for the selected keys only (decodeStep with selection 'user' or
-   * 'request').
+   * its keys/values are then projected per step for the selected keys only (decodeStep with selection 'user',
+   * 'request' or 'shared'). With selection 'shared' only the first layer's: it selects for every layer.
    */
   indexKeys?: Map<number, T>;
   /**
@@ -191,8 +191,10 @@ export interface EncodedStreams {
    * the same keys.
    */
   midProjected?: Map<number, RowCache>;
-  /** Selection 'request': per decoder layer, the per-user key selection made at the search's first step. */
+  /** Selection 'request' / 'shared': per decoder layer, the per-user key selection made at the search's first step. */
   midSelection?: Map<number, UserSelection>;
+  /** Prepared for selection 'shared': the first decoder layer's selection serves every layer. */
+  midSelectionShared?: boolean;
 }
 
 /**
@@ -218,7 +220,7 @@ interface UserSelection {
   /** Users without any valid key (they attend uniformly over all keys, as the masked formulation does). */
   empty: Uint8Array;
   /**
-   * Selection 'request': the selected keys' keys/values split by head [U, H, width, dh], kept (tf.keep) for the later
+   * Selection 'request' / 'shared': the selected keys' keys/values split by head [U, H, width, dh], kept (tf.keep) for the later
    * levels — they do not change within the search; freed by GemsModel.release.
    */
   kv?: { Kh: T; Vh: T };
@@ -240,6 +242,8 @@ export interface StepOptions {
    * user exactly the row's own top-k. Keys/values are projected for the selected keys only.
    * 'request': as 'user', but each layer's key set is chosen once, at the search's first step (the user's BOS query:
    * one row, so exactly its top-k), and kept for the later levels — no indexer scoring after the first step.
+   * 'shared': as 'request', but the first decoder layer's key set serves every layer: one indexer scoring and at
+   * most k keys encoded per user for the whole search (the layers' own indexers are not consulted).
    * 'query': each row's own top-k (the training formulation; GemsModel.gatherAttention).
    */
   selection?: IndexerSelection;
@@ -618,9 +622,9 @@ export class GemsModel {
    * selected keys are encoded during the search) when the indexer scores features and selects once per request.
    */
   encodeForSearch(batch: GemsBatch, topK: number, selection: IndexerSelection = DEFAULT_INDEXER_SELECTION): EncodedStreams {
-    // Only 'request' bounds the keys a search selects (≤ k per layer); with 'user' the levels together select most
+    // Only 'request' and 'shared' bound the keys a search selects (≤ k per layer); with 'user' the levels together select most
     // keys, and encoding them in pieces costs more than encoding the stream at once (serve-latency).
-    return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && selection === 'request' });
+    return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && (selection === 'request' || selection === 'shared') });
   }
 
   /** The mid-term MLP and output norm over behavior-encoded events (with positions) [.., d]. */
@@ -810,16 +814,16 @@ export class GemsModel {
   /**
    * Projects every cross-attention's keys and values (and the indexer's keys) once per user, for repeated decoder
    * calls on the same encoded streams (beam search levels and beams). The result shares `mem` with `enc`.
-   * `lazyMid`: of the mid-term stream only the indexer's keys (decodeStep with selection 'user' or 'request' projects
+   * `lazyMid`: of the mid-term stream only the indexer's keys (decodeStep with selection 'user', 'request' or 'shared' projects
    * the selected keys' keys/values per step instead of all T_mid − T_recent of them; a lazily encoded stream —
    * encode lazyMid — must be prepared so, and its selected keys are encoded first).
    */
-  prepare(enc: EncodedStreams, opts: { lazyMid?: boolean } = {}): EncodedStreams {
+  prepare(enc: EncodedStreams, opts: { lazyMid?: boolean; selection?: IndexerSelection } = {}): EncodedStreams {
     const proj = new Map<string, ProjectedMemory>();
     const out: EncodedStreams = { B: enc.B, mem: enc.mem, proj };
     const fused = this.cfg.fusion === 'sum' || this.cfg.fusion === 'gated';
     const lazy = opts.lazyMid === true && this.hasIndexer;
-    if (enc.midLazy && !lazy) throw new Error('GEMs prepare: a lazily encoded mid-term stream needs prepare lazyMid (indexer selection \'user\' or \'request\')');
+    if (enc.midLazy && !lazy) throw new Error('GEMs prepare: a lazily encoded mid-term stream needs prepare lazyMid (indexer selection \'user\', \'request\' or \'shared\')');
     if (lazy) {
       out.midLazy = enc.midLazy;
       out.indexKeys = new Map();
@@ -827,10 +831,13 @@ export class GemsModel {
       if (enc.midLazy) out.midEncoded = rowCache(enc.midLazy.valid.length, [this.cfg.d]);
       out.midProjected = new Map();
       out.midSelection = new Map();
+      out.midSelectionShared = opts.selection === 'shared';
     }
     for (let l = 0; l < this.cfg.decoderLayers; l++) {
       for (const name of fused ? this.enabledStreams : (['all'] as const)) {
-        if (lazy && name === 'mid') out.indexKeys!.set(l, this.indexerKeys(l, enc.midLazy ?? enc.mem.mid!));
+        if (lazy && name === 'mid') {
+          if (l === 0 || !out.midSelectionShared) out.indexKeys!.set(l, this.indexerKeys(l, enc.midLazy ?? enc.mem.mid!));
+        }
         else proj.set(`${l}.${name}`, this.projected(enc, l, name));
       }
     }
@@ -852,7 +859,7 @@ export class GemsModel {
     return tf.tensor2d(copyRows(cache.bufs[0]!, rows.map((r) => cache.slot[r]!), d), [rows.length, d]);
   }
 
-  /** Frees what a search kept beyond its scopes in prepared streams (selection 'request': the selected keys/values). */
+  /** Frees what a search kept beyond its scopes in prepared streams (selection 'request' / 'shared': the selected keys/values). */
   release(prepared: EncodedStreams): void {
     for (const s of prepared.midSelection?.values() ?? []) {
       s.kv?.Kh.dispose();
@@ -1039,7 +1046,7 @@ export class GemsModel {
         for (const name of names) {
           const q = this.norm(`${pre}.norm_${name}`, h);
           const pa = this.attn(`${pre}.x_${name}`);
-          const lazy = name === 'mid' && enc.indexKeys?.has(l) === true;
+          const lazy = name === 'mid' && enc.indexKeys !== undefined;
           const { bias, valid } = streamMasks(enc, name);
           const Lk = valid.length / U;
           // Lazy mid-term keys: the per-user path also serves k ≥ keys (it then takes every valid key).
@@ -1047,9 +1054,11 @@ export class GemsModel {
           const selection = opts.selection ?? 'user';
           if (select && selection !== 'query') {
             const kv = lazy ? { cache: this.projectionCache(enc, l, U * Lk) } : this.projected(enc, l, name);
-            const reuse = selection === 'request' ? enc.midSelection : undefined;
-            if (selection === 'request' && !reuse) throw new Error("GEMs decodeStep: selection 'request' needs the streams prepared with lazyMid");
-            outs.push(this.userTopKAttention(enc, l, q, { bias, valid }, lazy ? enc.indexKeys!.get(l)! : (kv as ProjectedMemory).ki!, kv, U, R, opts.topK, pa, reuse));
+            const kept = selection === 'request' || selection === 'shared';
+            const reuse = kept ? enc.midSelection : undefined;
+            if (kept && !reuse) throw new Error(`GEMs decodeStep: selection '${selection}' needs the streams prepared with lazyMid`);
+            if (kept && (selection === 'shared') !== (enc.midSelectionShared === true)) throw new Error(`GEMs decodeStep: selection '${selection}' on streams prepared for selection ${enc.midSelectionShared ? "'shared'" : 'per layer'}`);
+            outs.push(this.userTopKAttention(enc, l, q, { bias, valid }, lazy ? enc.indexKeys!.get(l) : (kv as ProjectedMemory).ki!, kv, U, R, opts.topK, pa, reuse));
           }
           else if (lazy) throw new Error(`GEMs decodeStep: mid-term keys/values were not projected (prepare lazyMid) but selection is ${select ? "'query'" : 'off'}`);
           else if (select) outs.push(this.gatherAttention(l, q, this.projected(enc, l, name), enc.mem[name]!, U, R, opts.topK, pa));
@@ -1077,7 +1086,8 @@ export class GemsModel {
    * the per-query top-k); ties → lower index; all valid keys when there are ≤ k. Only the selected keys are gathered
    * (`kv` = the projected keys/values, or a cache that projects — and for a lazily encoded stream first encodes — only
    * the selected keys), so the cost is O(k) per row plus the indexer's O(T) scoring. With `reuse` (selection
-   * 'request') a layer's selection is made once and kept: later calls skip the scoring.
+   * 'request') a layer's selection is made once and kept: later calls skip the scoring; with selection 'shared'
+   * (`enc.midSelectionShared`) the later layers take the first layer's key set.
    * A user with no valid key attends uniformly over all (padding) keys, as the masked formulation does.
    */
   private userTopKAttention(
@@ -1085,7 +1095,7 @@ export class GemsModel {
     layer: number,
     q: T,
     m: { bias: T; valid: Uint8Array },
-    ki: T,
+    ki: T | undefined,
     kv: ProjectedMemory | { cache: RowCache },
     U: number,
     R: number,
@@ -1101,7 +1111,11 @@ export class GemsModel {
     const dh = hd / heads;
     let sel = reuse?.get(layer);
     if (!sel) {
-      sel = this.selectUserKeys(layer, q, m, ki, U, rows, k);
+      const first = enc.midSelectionShared && layer > 0 ? reuse?.get(0) : undefined;
+      // A shared key set gets this layer's own keys/values (sel.kv), so only the key indices are copied.
+      if (first) sel = { flat: first.flat, bias: first.bias, width: first.width, empty: first.empty };
+      else if (ki) sel = this.selectUserKeys(layer, q, m, ki, U, rows, k);
+      else throw new Error(`GEMs: decoder layer ${layer} has no indexer keys and no shared selection to reuse`);
       reuse?.set(layer, sel);
     }
     const { flat, bias, width, empty } = sel;

@@ -56,7 +56,7 @@ export interface RecommendOptions {
   exclude?: (Set<number> | null)[];
   /** Per user, a precomputed lifecycle summary (M × dim, e.g. from the memory store); null = summarise the events. */
   lifecycle?: (LifecycleSummary | null)[];
-  /** Indexer selection in beam search (BeamOptions.selection; default 'request': one key set per user and layer). */
+  /** Indexer selection in beam search (BeamOptions.selection; default 'shared': one key set per user for every layer). */
   selection?: IndexerSelection;
   /** When given, filled with the wall time of the phases (ms): input cutting, stream encoding, beam search. */
   timing?: { inputMs: number; encodeMs: number; searchMs: number };

@@ -20,8 +20,9 @@ export interface RecommendOptions {
   /** Mid-term keys the indexer selects (0 = full attention); undefined = the model's configured top-k. */
   indexerTopK?: number;
   /**
-   * Indexer selection: 'request' (default) one key set per user and layer chosen at the first beam level, the
-   * fastest; 'user' one set per user and level; 'query' each beam its own top-k, as trained (src/model/beam.ts).
+   * Indexer selection: 'shared' (default) one key set per user for every layer, chosen by the first layer at the
+   * first beam level, the fastest; 'request' one set per user and layer chosen there; 'user' one set per user and
+   * level; 'query' each beam its own top-k, as trained (src/model/beam.ts).
    */
   indexerSelection?: IndexerSelection;
 }

@@ -2,7 +2,8 @@
 // per-user indexer selection of beam search: equal to decoding whole prefixes; per-user top-k with k ≥ keys equal
 // to full attention; one row per user equal to the per-query top-k (the masked training formulation); the lazy
 // mid-term path (only the selected keys projected) equal to gathering from the projected keys; the lazily encoded
-// mid-term stream (only the selected keys encoded) equal to the fully encoded one; selection 'request' choosing once.
+// mid-term stream (only the selected keys encoded) equal to the fully encoded one; selection 'request' choosing once;
+// selection 'shared' choosing once for every layer.
 import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
 import { beamSearch } from '../../src/model/beam.js';
@@ -36,7 +37,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
  */
 function stepThrough(model: GemsModel, enc: ReturnType<GemsModel['encode']>, U: number, R: number, opts: Omit<StepOptions, 'rowsPerUser'>, lazyMid = false, inspect?: (prepared: EncodedStreams) => void) {
   return scoped(() => {
-    const prepared = model.prepare(enc, { lazyMid });
+    const prepared = model.prepare(enc, { lazyMid, selection: opts.selection });
     let cache: DecoderCache | null = null;
     let prefixes: number[][] = Array.from({ length: U * R }, () => []);
     let nodes = new Int32Array(U * R); // trie node of each row's prefix (the root at level 0)
@@ -124,7 +125,7 @@ describe('GEMs incremental decoding', () => {
     const { model, batch, U } = setup();
     expect(model.indexerOnFeatures).toBe(true);
     const total = U * model.midLen;
-    for (const selection of ['user', 'request'] as const) {
+    for (const selection of ['user', 'request', 'shared'] as const) {
       for (const k of [1, 3, 7, 20]) {
         let encoded = 0;
         const lazy = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 4, { topK: k, selection }, true, (p) => (encoded = p.midEncoded!.n));
@@ -136,21 +137,23 @@ describe('GEMs incremental decoding', () => {
         expect(encoded).toBeGreaterThan(0);
         expect(encoded).toBeLessThanOrEqual(total - model.midLen);
         if (selection === 'request') expect(encoded).toBeLessThanOrEqual((U - 1) * Math.min(k * model.cfg.decoderLayers, model.midLen));
+        if (selection === 'shared') expect(encoded).toBeLessThanOrEqual((U - 1) * Math.min(k, model.midLen));
       }
     }
     // The padding-key mean is kept across searches but follows the weights: after an update (an optimizer assigns),
     // lazy still equals eager for the user without mid-term events.
     const pos = model.params.vars.get('mid.pos')!;
     pos.assign(tf.tidy(() => pos.add(tf.randomNormal(pos.shape, 0, 0.5, 'float32', 3))));
-    for (const selection of ['user', 'request'] as const) {
+    for (const selection of ['user', 'request', 'shared'] as const) {
       const lazy = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 4, { topK: 3, selection }, true);
       const eager = stepThrough(model, model.encode(batch, false), U, 4, { topK: 3, selection }, true);
       lazy.forEach((x, l) => expect(maxAbsDiff(x.logp, eager[l]!.logp)).toBeLessThanOrEqual(1e-5));
     }
-    // Beam search's default selection ('request', what serving and eval use) encodes lazily; 'user', 'query' and full
+    // Beam search's default selection ('shared', what serving and eval use) and 'request' encode lazily; 'user', 'query' and full
     // attention encode the whole stream.
     scoped(() => {
       expect(model.encodeForSearch(batch, 3).midLazy).toBeDefined();
+      expect(model.encodeForSearch(batch, 3, 'request').midLazy).toBeDefined();
       expect(model.encodeForSearch(batch, 3, 'user').midLazy).toBeUndefined();
       expect(model.encodeForSearch(batch, 3, 'query').midLazy).toBeUndefined();
       expect(model.encodeForSearch(batch, 0).midLazy).toBeUndefined();
@@ -179,6 +182,36 @@ describe('GEMs incremental decoding', () => {
     full.forEach((f, l) => expect(maxAbsDiff(f.logp, all[l]!.logp)).toBeLessThanOrEqual(1e-5));
   });
 
+  it("selection 'shared' picks one key set at the first layer's first step and gives it to every layer", () => {
+    const { model, batch, U } = setup();
+    const spy = vi.spyOn(model as unknown as { selectUserKeys: () => unknown }, 'selectUserKeys');
+    let prepared: EncodedStreams | undefined;
+    const shared = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 2, { topK: 3, selection: 'shared' }, true, (p) => (prepared = p));
+    expect(spy).toHaveBeenCalledTimes(1);
+    spy.mockRestore();
+    // Only the first layer's indexer keys are computed; every layer attends to the same key indices.
+    expect([...prepared!.indexKeys!.keys()]).toEqual([0]);
+    const sels = [...prepared!.midSelection!.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => Array.from(s.flat));
+    expect(sels).toHaveLength(model.cfg.decoderLayers);
+    for (const s of sels) expect(s).toEqual(sels[0]);
+    // The later layers' keys differ from their own choice ('request'), so the outputs differ from it...
+    const request = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 2, { topK: 3, selection: 'request' }, true);
+    expect(maxAbsDiff(shared[1]!.logp, request[1]!.logp)).toBeGreaterThan(1e-4);
+    // ...but with one decoder layer the two are the same selection, and with k ≥ keys both are full attention.
+    const one = setup({ decoderLayers: 1 });
+    const one1 = stepThrough(one.model, one.model.encode(one.batch, false, { lazyMid: true }), one.U, 2, { topK: 3, selection: 'shared' }, true);
+    const one2 = stepThrough(one.model, one.model.encode(one.batch, false, { lazyMid: true }), one.U, 2, { topK: 3, selection: 'request' }, true);
+    one1.forEach((x, l) => expect(maxAbsDiff(x.logp, one2[l]!.logp)).toBeLessThanOrEqual(1e-6));
+    const full = stepThrough(model, model.encode(batch, false), U, 2, { topK: 0 });
+    const all = stepThrough(model, model.encode(batch, false, { lazyMid: true }), U, 2, { topK: 20, selection: 'shared' }, true);
+    full.forEach((f, l) => expect(maxAbsDiff(f.logp, all[l]!.logp)).toBeLessThanOrEqual(1e-5));
+    // Streams prepared for per-layer selection are refused with 'shared', and the other way round.
+    const step = (prepareFor: 'request' | 'shared', selection: 'request' | 'shared') =>
+      scoped(() => model.decodeStep(model.prepare(model.encode(batch, false, { lazyMid: true }), { lazyMid: true, selection: prepareFor }), null, null, null, 0, { topK: 3, selection }));
+    expect(() => step('request', 'shared')).toThrow(/prepared for selection per layer/);
+    expect(() => step('shared', 'request')).toThrow(/prepared for selection 'shared'/);
+  });
+
   it('beam search: top-k ≥ keys gives the full-attention items for both selections; no tensors leak', () => {
     const { model, sid, batch } = setup();
     const run = (topK: number, selection: 'user' | 'query') =>
@@ -191,15 +224,17 @@ describe('GEMs incremental decoding', () => {
     run(3, 'user');
     expect(tf.memory().numTensors).toBe(before);
     // The lazily encoded stream (what serving runs) finds the same items as the fully encoded one, and leaks nothing.
-    const lazyRun = (selection: 'user' | 'request') =>
+    const lazyRun = (selection: 'user' | 'request' | 'shared') =>
       scoped(() => beamSearch(model, sid, model.encodeForSearch(batch, 3, selection), { k: 5, beam: 8, topK: 3, selection }).users.map((u) => Array.from(u.items)));
-    const eagerRun = (selection: 'user' | 'request') =>
+    const eagerRun = (selection: 'user' | 'request' | 'shared') =>
       scoped(() => beamSearch(model, sid, model.encode(batch, false), { k: 5, beam: 8, topK: 3, selection }).users.map((u) => Array.from(u.items)));
     expect(lazyRun('user')).toEqual(eagerRun('user'));
     expect(lazyRun('request')).toEqual(eagerRun('request'));
+    expect(lazyRun('shared')).toEqual(eagerRun('shared'));
     // The model keeps one tensor across searches: the padding-key mean of users without mid-term events.
     expect(tf.memory().numTensors).toBe(before + 1);
     lazyRun('request');
+    lazyRun('shared');
     expect(tf.memory().numTensors).toBe(before + 1);
   });
 });

@@ -199,7 +199,7 @@ describe('GetRecommendations with the popularity (cold-start) model', () => {
       [{ userId: 1000, k: 5, options: { colour: 'red' } }, /options.colour: unknown option/],
       [{ userId: 1000, k: 5, options: { beam: 'wide' } }, /options.beam/],
       [{ userId: 1000, k: 5, options: { exclude_seen: 'maybe' } }, /options.exclude_seen/],
-      [{ userId: 1000, k: 5, options: { indexer_selection: 'beam' } }, /options.indexer_selection: 'beam' is not user\|request\|query/],
+      [{ userId: 1000, k: 5, options: { indexer_selection: 'beam' } }, /options.indexer_selection: 'beam' is not user\|request\|shared\|query/],
       [{ userId: 1000, k: 5, recentEvents: [{ itemId: 10 }, { itemId: -3 }] }, /recent_events\[1\].item_id/],
       [{ userId: 1000, k: 5, recentEvents: [{ itemId: 10, tsMs: 2000 }, { itemId: 11, tsMs: 1000 }] }, /recent_events\[1\].ts_ms.*oldest first/],
       [{ userId: 1000, k: 5, recentEvents: Array.from({ length: 13 }, () => ({ itemId: 10 })) }, /recent_events has 13 events, the limit is streams.tMid = 12/],

@@ -26,8 +26,9 @@ export const command: Command = {
           [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N]
           [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
           [--top-k N] (GEMs mid-term indexer top-k; 0 = full attention; default: what serving uses)
-          [--indexer-selection request|user|query] (one top-k set per user and layer chosen at the first level, as
-          served (default); one per user and level; or each beam its own)
+          [--indexer-selection shared|request|user|query] (one top-k set per user chosen by the first decoder layer
+          at the first level for every layer, as served (default); one per user and layer; one per user and level;
+          or each beam its own)
           [--unfiltered] (lifelong: keep the user's seen items in the ranking; default filters them, as serving)
   A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
   (default out: <dataDir>/runs/<first run name>).`,
@@ -42,7 +43,7 @@ export const command: Command = {
     const maxUsers = args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined;
     const filterSeen = !flagBool(args, 'unfiltered');
     // Mid-term attention of the GEMs rows: --top-k N (0 = full attention; default: what serving uses) and
-    // --indexer-selection request|user|query (default request, as served).
+    // --indexer-selection shared|request|user|query (default shared, as served).
     const attention: EvalAttention = {};
     if (args.flags['top-k'] !== undefined) attention.topK = flagNumber(args, 'top-k');
     if (args.flags['indexer-selection'] !== undefined) {
