@@ -8,7 +8,7 @@ import type { GemsConfig } from '../config/config.js';
 import { generatedPaths } from '../data/generator/write.js';
 import { defaultGemsConfig, STREAMS, type FusionKind, type GemsModelConfig, type StreamName } from '../model/gems.js';
 import type { SemanticIds } from '../model/sid.js';
-import { DEFAULT_GEMS_TRAIN, trainGems, type GemsTrainConfig } from './gemsTrainer.js';
+import { DEFAULT_GEMS_TRAIN, defaultDenseBatch, trainGems, type GemsTrainConfig } from './gemsTrainer.js';
 import { loadHistories, loadSid, readTruth, testStartOf } from './gemsData.js';
 import { parseLifecycleSource, trainingLifecycle } from './lifecycleSource.js';
 
@@ -102,7 +102,9 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   const patience = flagNumber(args, 'patience', DEFAULT_GEMS_TRAIN.stages[0].patience);
   const tc: GemsTrainConfig = {
     ...DEFAULT_GEMS_TRAIN,
-    batchSize: flagNumber(args, 'batch', DEFAULT_GEMS_TRAIN.batchSize),
+    // Dense steps' attention maps grow with T_recent × (T_mid − T_recent): the default batch shrinks to fit the wasm
+    // heap (an explicit --batch is taken as given).
+    batchSize: args.flags['batch'] !== undefined ? flagNumber(args, 'batch') : flagBool(args, 'per-target') ? DEFAULT_GEMS_TRAIN.batchSize : defaultDenseBatch(mc, DEFAULT_GEMS_TRAIN.batchSize),
     targetsPerUser: flagNumber(args, 'targets-per-user', DEFAULT_GEMS_TRAIN.targetsPerUser),
     // --per-target trains one target per sample (the pre-dense path, kept for comparison).
     dense: !flagBool(args, 'per-target'),
@@ -122,6 +124,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   log.info('gems training', {
     users: histories.length, items: sid.itemIds.length, sizes: sid.sizes, protocol, fusion: mc.fusion, streams: mc.streams, tRecent: mc.tRecent, tMid: mc.tMid,
     lifecycleSource: source, compressorVersion: life.trainMeta['compressorVersion'] ?? null, lifecycleSlots: mc.lifecycle.slots, lifecycleDim: mc.lifecycle.inDim,
+    batch: tc.batchSize, ...(tc.batchSize < DEFAULT_GEMS_TRAIN.batchSize && args.flags['batch'] === undefined ? { batch_lowered_from: DEFAULT_GEMS_TRAIN.batchSize, why: 'dense attention maps within DENSE_ATTENTION_MAP_BUDGET' } : {}),
   });
   let res;
   try {

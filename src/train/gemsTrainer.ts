@@ -79,6 +79,37 @@ export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
   validUsers: 0,
 };
 
+/**
+ * Bytes of one decoder cross-attention map of a dense step over the mid-term stream (the largest activation):
+ * windows × heads × (T_recent targets × code levels) queries × (T_mid − T_recent) keys, float32.
+ */
+export function denseAttentionMapBytes(mc: Pick<GemsModelConfig, 'heads' | 'tRecent' | 'tMid' | 'sizes'>, windows: number): number {
+  return windows * mc.heads * mc.tRecent * mc.sizes.length * (mc.tMid - mc.tRecent) * 4;
+}
+
+/**
+ * Largest dense-step attention map the default batch allows. Measured on the generated set (T_recent 256, T_mid 1024,
+ * 4 code levels, 2 heads: 6 MB a window): 8 windows (48 MB maps) trained with a ~2.7 GB process; 32 (192 MB)
+ * overflowed the wasm heap's 4 GB.
+ */
+export const DENSE_ATTENTION_MAP_BUDGET = 48 * 2 ** 20;
+
+/** The default dense batch for a model: `wanted` windows, fewer when their attention maps would exceed the budget. */
+export function defaultDenseBatch(mc: Pick<GemsModelConfig, 'heads' | 'tRecent' | 'tMid' | 'sizes'>, wanted: number): number {
+  return Math.max(1, Math.min(wanted, Math.floor(DENSE_ATTENTION_MAP_BUDGET / denseAttentionMapBytes(mc, 1))));
+}
+
+/**
+ * A training step that overflows the wasm heap (at most 4 GB) fails deep inside a kernel, as "memory access out of
+ * bounds" or an abort: name the step and what to change. Other errors pass through unchanged.
+ */
+export function explainStepFailure(e: unknown, step: string, mapBytes: number, backend = tf.getBackend()): unknown {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (backend !== 'wasm' || !/memory access out of bounds|Aborted\(|out of memory|Cannot enlarge memory/i.test(msg)) return e;
+  const maps = mapBytes > 0 ? `; each decoder cross-attention map of this step takes ${(mapBytes / 2 ** 20).toFixed(0)} MB` : '';
+  return new Error(`${step}: the wasm backend's heap (at most 4 GB) overflowed (${msg})${maps}. Lower --batch, or T_recent / T_mid; the checkpoints of finished epochs are kept (--resume)`, { cause: e });
+}
+
 /** A stage-2/3 epoch's cost in stage-1 epochs, with a margin (measured 1.42 / 1.65 on ML-1M: the indexer's KL and top-k). */
 export const LATER_STAGE_EPOCH_COST = 1.8;
 
@@ -267,12 +298,17 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
         targets += part.length;
         loss = () => model.loss(batch, targetCodes, fopts);
       }
-      const st = opt.minimize(() => {
-        const r = loss();
-        nll = r.nll.dataSync()[0]!;
-        kl = r.kl.dataSync()[0]!;
-        return r.total;
-      }, filter);
+      let st: ReturnType<typeof opt.minimize>;
+      try {
+        st = opt.minimize(() => {
+          const r = loss();
+          nll = r.nll.dataSync()[0]!;
+          kl = r.kl.dataSync()[0]!;
+          return r.total;
+        }, filter);
+      } catch (e) {
+        throw explainStepFailure(e, `stage ${stage} epoch ${state.epochInStage + 1} step ${s + 1}`, dense ? denseAttentionMapBytes(mc, part.length) : 0);
+      }
       lossSum += st.loss;
       nllSum += nll;
       klSum += kl;
