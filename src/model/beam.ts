@@ -13,8 +13,8 @@
 // keys/values come from a cache reordered by each beam's parent. With indexer top-k, the default 'shared'
 // selection chooses one mid-term key set once, by the first decoder layer's indexer at the first level (the user's
 // BOS query), and every layer attends to it, so the search scores once and encodes at most k keys; 'request'
-// chooses each layer's set once (scores per layer, encodes up to k per layer); 'user' lets each user's beams share one
-// top-k set per level and layer (only those keys are projected, prepare lazyMid: the indexer's scoring plus O(k)
+// chooses each layer's set once (scores per layer, encodes up to k per layer); 'user' lets each user's beams share
+// one top-k set per level and layer (only those keys are projected, prepare lazyMid: the indexer's scoring plus O(k)
 // per level); 'query' gives each beam its own top-k (the stage-3 training formulation; as costly as full attention
 // once beams disagree).
 import { tf } from '../compute/backend.js';
@@ -37,12 +37,13 @@ export interface BeamOptions {
   /**
    * Indexer selection (GemsModel.decodeStep): 'shared' (default) one top-k key set per user for every layer, chosen
    * by the first layer's indexer at the first level (the user's BOS query) and kept: one indexer scoring, at most k
-   * keys encoded — the fastest; 'request' one set per user and layer, chosen and kept the same way; 'user' one set per user, layer and level (keys ranked by indexer attention mass summed over the
-   * beams); 'query' each beam its own top-k (the stage-3 training formulation; as slow as full attention).
+   * keys encoded — the fastest; 'request' one set per user and layer, chosen and kept the same way; 'user' one set
+   * per user, layer and level (keys ranked by indexer attention mass summed over the beams); 'query' each beam its
+   * own top-k (the stage-3 training formulation; as slow as full attention).
    * On ML-1M (test, 6,040 users, top-64 of 192 keys) HR@10 was 0.2750 / 0.2755 / 0.2745 for request / user / query
-   * against 0.2735 with full attention (encoded-key indexer), and 0.2909 for request against 0.2912 (the preset's
-   * feature indexer, dropout 0.1; 0.2917 for shared); on the tiny overfit fixture (k = 3 of 8 keys, beam 4) 'user' missed 1–2 of 8 users that
-   * 'query' got.
+   * against 0.2735 with full attention (encoded-key indexer), and 0.2917 / 0.2909 for shared / request against
+   * 0.2912 (the preset's feature indexer, dropout 0.1); on the tiny overfit fixture (k = 3 of 8 keys, beam 4) 'user'
+   * missed 1–2 of 8 users that 'query' got.
    */
   selection?: IndexerSelection;
 }

@@ -33,6 +33,8 @@ export type IndexerSelection = (typeof INDEXER_SELECTIONS)[number];
 export const isIndexerSelection = (s: string): s is IndexerSelection => (INDEXER_SELECTIONS as readonly string[]).includes(s);
 /** What beam search (and so serving and eval) uses when no selection is given: the fastest, see src/model/beam.ts. */
 export const DEFAULT_INDEXER_SELECTION: IndexerSelection = 'shared';
+/** Selections that choose their key sets once per search (at the first step) and keep them. */
+const selectsOnce = (s: IndexerSelection): boolean => s === 'request' || s === 'shared';
 export const STREAMS: StreamName[] = ['recent', 'mid', 'lifecycle'];
 
 export interface GemsModelConfig {
@@ -622,9 +624,9 @@ export class GemsModel {
    * selected keys are encoded during the search) when the indexer scores features and selects once per request.
    */
   encodeForSearch(batch: GemsBatch, topK: number, selection: IndexerSelection = DEFAULT_INDEXER_SELECTION): EncodedStreams {
-    // Only 'request' and 'shared' bound the keys a search selects (≤ k per layer); with 'user' the levels together select most
-    // keys, and encoding them in pieces costs more than encoding the stream at once (serve-latency).
-    return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && (selection === 'request' || selection === 'shared') });
+    // Only 'request' and 'shared' bound the keys a search selects (≤ k per layer); with 'user' the levels together
+    // select most keys, and encoding them in pieces costs more than encoding the stream at once (serve-latency).
+    return this.encode(batch, false, { lazyMid: this.indexerOnFeatures && topK > 0 && selectsOnce(selection) });
   }
 
   /** The mid-term MLP and output norm over behavior-encoded events (with positions) [.., d]. */
@@ -1054,7 +1056,7 @@ export class GemsModel {
           const selection = opts.selection ?? 'user';
           if (select && selection !== 'query') {
             const kv = lazy ? { cache: this.projectionCache(enc, l, U * Lk) } : this.projected(enc, l, name);
-            const kept = selection === 'request' || selection === 'shared';
+            const kept = selectsOnce(selection);
             const reuse = kept ? enc.midSelection : undefined;
             if (kept && !reuse) throw new Error(`GEMs decodeStep: selection '${selection}' needs the streams prepared with lazyMid`);
             if (kept && (selection === 'shared') !== (enc.midSelectionShared === true)) throw new Error(`GEMs decodeStep: selection '${selection}' on streams prepared for selection ${enc.midSelectionShared ? "'shared'" : 'per layer'}`);

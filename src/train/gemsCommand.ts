@@ -100,14 +100,15 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   const tp = GEMS_TRAIN_PRESETS[flagString(args, 'preset', 'default')] ?? {};
   const s1 = flagNumber(args, 'epochs', tp.epochs?.[0] ?? DEFAULT_GEMS_TRAIN.stages[0].maxEpochs);
   const patience = flagNumber(args, 'patience', DEFAULT_GEMS_TRAIN.stages[0].patience);
+  // --per-target trains one target per sample (the pre-dense path, kept for comparison).
+  const dense = !flagBool(args, 'per-target');
   const tc: GemsTrainConfig = {
     ...DEFAULT_GEMS_TRAIN,
     // Dense steps' attention maps grow with T_recent × (T_mid − T_recent): the default batch shrinks to fit the wasm
     // heap (an explicit --batch is taken as given).
-    batchSize: args.flags['batch'] !== undefined ? flagNumber(args, 'batch') : flagBool(args, 'per-target') ? DEFAULT_GEMS_TRAIN.batchSize : defaultDenseBatch(mc, DEFAULT_GEMS_TRAIN.batchSize),
+    batchSize: args.flags['batch'] !== undefined ? flagNumber(args, 'batch') : dense ? defaultDenseBatch(mc, DEFAULT_GEMS_TRAIN.batchSize) : DEFAULT_GEMS_TRAIN.batchSize,
     targetsPerUser: flagNumber(args, 'targets-per-user', DEFAULT_GEMS_TRAIN.targetsPerUser),
-    // --per-target trains one target per sample (the pre-dense path, kept for comparison).
-    dense: !flagBool(args, 'per-target'),
+    dense,
     windowsPerUser: flagNumber(args, 'windows-per-user', tp.windowsPerUser ?? DEFAULT_GEMS_TRAIN.windowsPerUser),
     maxMinutes: flagNumber(args, 'max-minutes', tp.maxMinutes ?? 0),
     validUsers: flagNumber(args, 'valid-users', tp.validUsers ?? 1000),
