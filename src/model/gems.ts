@@ -222,8 +222,8 @@ interface UserSelection {
   /** Users without any valid key (they attend uniformly over all keys, as the masked formulation does). */
   empty: Uint8Array;
   /**
-   * Selection 'request' / 'shared': the selected keys' keys/values split by head [U, H, width, dh], kept (tf.keep) for the later
-   * levels — they do not change within the search; freed by GemsModel.release.
+   * Selection 'request' / 'shared': the selected keys' keys/values split by head [U, H, width, dh], kept (tf.keep)
+   * for the later levels — they do not change within the search; freed by GemsModel.release.
    */
   kv?: { Kh: T; Vh: T };
 }
@@ -816,8 +816,8 @@ export class GemsModel {
   /**
    * Projects every cross-attention's keys and values (and the indexer's keys) once per user, for repeated decoder
    * calls on the same encoded streams (beam search levels and beams). The result shares `mem` with `enc`.
-   * `lazyMid`: of the mid-term stream only the indexer's keys (decodeStep with selection 'user', 'request' or 'shared' projects
-   * the selected keys' keys/values per step instead of all T_mid − T_recent of them; a lazily encoded stream —
+   * `lazyMid`: of the mid-term stream only the indexer's keys (decodeStep with selection 'user', 'request' or
+   * 'shared' projects the selected keys' keys/values per step instead of all T_mid − T_recent of them; a lazily encoded stream —
    * encode lazyMid — must be prepared so, and its selected keys are encoded first).
    */
   prepare(enc: EncodedStreams, opts: { lazyMid?: boolean; selection?: IndexerSelection } = {}): EncodedStreams {
@@ -861,7 +861,10 @@ export class GemsModel {
     return tf.tensor2d(copyRows(cache.bufs[0]!, rows.map((r) => cache.slot[r]!), d), [rows.length, d]);
   }
 
-  /** Frees what a search kept beyond its scopes in prepared streams (selection 'request' / 'shared': the selected keys/values). */
+  /**
+   * Frees what a search kept beyond its scopes in prepared streams (selection 'request' / 'shared': the selected
+   * keys/values).
+   */
   release(prepared: EncodedStreams): void {
     for (const s of prepared.midSelection?.values() ?? []) {
       s.kv?.Kh.dispose();

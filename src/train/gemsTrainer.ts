@@ -79,11 +79,14 @@ export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
   validUsers: 0,
 };
 
+/** What sizes a dense step's attention maps. */
+type DenseMapShape = Pick<GemsModelConfig, 'heads' | 'tRecent' | 'tMid' | 'sizes'>;
+
 /**
  * Bytes of one decoder cross-attention map of a dense step over the mid-term stream (the largest activation):
  * windows × heads × (T_recent targets × code levels) queries × (T_mid − T_recent) keys, float32.
  */
-export function denseAttentionMapBytes(mc: Pick<GemsModelConfig, 'heads' | 'tRecent' | 'tMid' | 'sizes'>, windows: number): number {
+export function denseAttentionMapBytes(mc: DenseMapShape, windows: number): number {
   return windows * mc.heads * mc.tRecent * mc.sizes.length * (mc.tMid - mc.tRecent) * 4;
 }
 
@@ -95,7 +98,7 @@ export function denseAttentionMapBytes(mc: Pick<GemsModelConfig, 'heads' | 'tRec
 export const DENSE_ATTENTION_MAP_BUDGET = 48 * 2 ** 20;
 
 /** The default dense batch for a model: `wanted` windows, fewer when their attention maps would exceed the budget. */
-export function defaultDenseBatch(mc: Pick<GemsModelConfig, 'heads' | 'tRecent' | 'tMid' | 'sizes'>, wanted: number): number {
+export function defaultDenseBatch(mc: DenseMapShape, wanted: number): number {
   return Math.max(1, Math.min(wanted, Math.floor(DENSE_ATTENTION_MAP_BUDGET / denseAttentionMapBytes(mc, 1))));
 }
 

@@ -149,8 +149,8 @@ describe('GEMs incremental decoding', () => {
       const eager = stepThrough(model, model.encode(batch, false), U, 4, { topK: 3, selection }, true);
       lazy.forEach((x, l) => expect(maxAbsDiff(x.logp, eager[l]!.logp)).toBeLessThanOrEqual(1e-5));
     }
-    // Beam search's default selection ('shared', what serving and eval use) and 'request' encode lazily; 'user', 'query' and full
-    // attention encode the whole stream.
+    // Beam search's default selection ('shared', what serving and eval use) and 'request' encode lazily; 'user',
+    // 'query' and full attention encode the whole stream.
     scoped(() => {
       expect(model.encodeForSearch(batch, 3).midLazy).toBeDefined();
       expect(model.encodeForSearch(batch, 3, 'request').midLazy).toBeDefined();
