@@ -116,6 +116,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
     adam: { ...DEFAULT_GEMS_TRAIN.adam, lr: flagNumber(args, 'lr', tp.lr ?? DEFAULT_GEMS_TRAIN.adam.lr) },
     lrDecayTo: flagNumber(args, 'lr-decay-to', tp.lrDecayTo ?? 0),
     longRangeWeight: positiveWeight(flagNumber(args, 'long-range-weight', 1)),
+    returnShare: shareOf(flagNumber(args, 'return-share', 0)),
     stages: [
       { maxEpochs: s1, patience },
       { maxEpochs: flagNumber(args, 'epochs2', tp.epochs?.[1] ?? DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },
@@ -130,7 +131,11 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   let res;
   try {
     // A weighted objective is part of what the checkpoint is (and a resume must not change it).
-    const trainMeta = tc.longRangeWeight !== 1 ? { ...life.trainMeta, longRangeWeight: tc.longRangeWeight } : life.trainMeta;
+    const trainMeta = {
+      ...life.trainMeta,
+      ...(tc.longRangeWeight !== 1 ? { longRangeWeight: tc.longRangeWeight } : {}),
+      ...(tc.returnShare ? { returnShare: tc.returnShare } : {}),
+    };
     res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart, trainMeta, arrays: life.arrays });
   } finally {
     life.dispose();
@@ -150,4 +155,9 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
 function positiveWeight(w: number): number {
   if (!(w > 0) || !Number.isFinite(w)) throw new UsageError(`--long-range-weight must be a positive number, got ${w}`);
   return w;
+}
+
+function shareOf(q: number): number {
+  if (!(q >= 0 && q <= 1)) throw new UsageError(`--return-share must be in [0, 1], got ${q}`);
+  return q;
 }

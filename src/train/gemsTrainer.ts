@@ -59,6 +59,13 @@ export interface GemsTrainConfig {
    * the lever for serving them (the lifecycle stream's purpose).
    */
   longRangeWeight?: number;
+  /**
+   * Dense training: share of targets that are the row's *next return* — the next training event whose coarse interest
+   * is long-range for the row (see longRangeWeight) — instead of its next event (0 = off; samples.ts
+   * denseBatchFromWindows). A next-event model spends its beams on the current interests; this objective asks it to
+   * also bring back dormant ones, as a lifelong recommender is meant to.
+   */
+  returnShare?: number;
 }
 
 export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
@@ -261,6 +268,10 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const lastStage = model.hasIndexer ? 3 : 1;
   const dense = tc.dense && GemsModel.denseTrainable(mc);
   if (!dense && (tc.longRangeWeight ?? 1) !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
+  if (!dense && (tc.returnShare ?? 0) > 0) throw new Error('return targets need dense training (they replace targets of a window)');
+  const longRangeLogged = (tc.longRangeWeight ?? 1) !== 1 || (tc.returnShare ?? 0) > 0;
+  // Where each history's training events end (the windows' targets and return targets stay before it).
+  const trainEnd = Int32Array.from(histories, (h, u) => (input.testStart ? input.testStart[u]! - 1 : h.length - tc.heldOut));
   if (tc.dense && !dense) log.warn('dense training needs recentCausal, gapFrom prev and fusion ≠ shared: training one target per sample', { fusion: mc.fusion });
   log.info('training mode', { dense, batch: tc.batchSize, per_user: dense ? tc.windowsPerUser : tc.targetsPerUser });
   while (!state.done) {
@@ -282,19 +293,21 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
     let klSum = 0;
     let targets = 0;
     let longRange = 0;
+    let returns = 0;
     for (let s = 0; s < steps; s++) {
       const part = samples.slice(s * tc.batchSize, (s + 1) * tc.batchSize);
       let nll = 0;
       let kl = 0;
       let loss: () => { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar };
       if (dense) {
-        const d = denseBatchFromWindows(ctx, histories, part, tc.minInput, tc.longRangeWeight ?? 1);
+        const d = denseBatchFromWindows(ctx, histories, part, { minInput: tc.minInput, longRangeWeight: tc.longRangeWeight, returnShare: tc.returnShare, trainEnd, seed: epochSeed });
         if (d.targets === 0) {
           prog.tick(1);
           continue; // every target of these windows lacks a Semantic ID
         }
         targets += d.targets;
         longRange += d.longRange;
+        returns += d.returns;
         loss = () => model.denseLoss(d.batch, d.targetCodes, d.targetMask, fopts, d.targetWeight);
       } else {
         const { batch, targetCodes } = batchFromSamples(ctx, histories, part);
@@ -332,7 +345,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       bestSnapshot = model.params.serialize();
       save(bestDir, false);
     } else state.bad++;
-    log.info('epoch done', { ...entry, best: state.best, bad: state.bad, ...((tc.longRangeWeight ?? 1) !== 1 ? { long_range_targets: longRange } : {}) });
+    log.info('epoch done', { ...entry, best: state.best, bad: state.bad, ...(longRangeLogged ? { long_range_targets: longRange, return_targets: returns } : {}) });
     const elapsedMin = (performance.now() - t0) / 60000;
     const timeUp = tc.maxMinutes > 0 && elapsedMin > tc.maxMinutes;
     const epochMin = (performance.now() - te) / 60000;

@@ -133,20 +133,44 @@ export function trainingWindows(histories: History[], opts: { perUser: number; t
   return out;
 }
 
+/** How the targets of dense windows are chosen and weighted (denseBatchFromWindows). */
+export interface DenseTargetOptions {
+  /** Rows whose target sits before this position are masked (default 1). */
+  minInput?: number;
+  /** Loss weight of long-range targets (GemsTrainConfig.longRangeWeight; default 1 = off). */
+  longRangeWeight?: number;
+  /** Share of rows whose target is the row's next return instead of its next event (GemsTrainConfig.returnShare). */
+  returnShare?: number;
+  /** Per history, the first position that is not a training event; return targets are looked up before it. */
+  trainEnd?: Int32Array;
+  /** Seeds which rows get a return target (per window, so a batch does not depend on its neighbours). */
+  seed?: number;
+}
+
 /**
  * Model input and targets for dense windows (GemsModel.denseLoss): the recent stream is the window, the mid-term
  * stream the T_mid − T_recent events before it, the lifecycle summary covers everything older — all strictly before
  * the window's first target. Target row r (left-padded like the stream) is the event after window row r; rows whose
  * target has no Semantic ID or sits before position `minInput` are masked.
+ *
+ * A target is *long-range* when its coarse interest (first Semantic-ID code) is absent from every event the row sees
+ * through the recent and mid-term streams but present in the lifecycle part. With `returnShare` q > 0, each row (with
+ * probability q, seeded) instead targets its *next return*: the first later training event (before trainEnd) that is
+ * long-range for that row. The streams stay cut at the row, so nothing of the future reaches the input; the objective
+ * becomes a mixture, (1 − q)·next event + q·next return of a dormant interest.
  */
 export function denseBatchFromWindows(
   ctx: SampleContext,
   histories: History[],
   windows: Sample[],
-  minInput = 1,
-  longRangeWeight = 1,
-): { batch: GemsBatch; targetCodes: Int32Array; targetMask: Uint8Array; targets: number; targetWeight?: Float32Array; longRange: number } {
+  opts: DenseTargetOptions = {},
+): { batch: GemsBatch; targetCodes: Int32Array; targetMask: Uint8Array; targets: number; targetWeight?: Float32Array; longRange: number; returns: number } {
   const { cfg, sid, summarizer } = ctx;
+  const minInput = opts.minInput ?? 1;
+  const longRangeWeight = opts.longRangeWeight ?? 1;
+  const returnShare = opts.returnShare ?? 0;
+  if (!(returnShare >= 0 && returnShare <= 1)) throw new Error(`returnShare must be in [0, 1], got ${returnShare}`);
+  if (returnShare > 0 && !opts.trainEnd) throw new Error('return targets need trainEnd (where each history\'s training events end)');
   const W = sid.sizes.length;
   const T = cfg.tRecent;
   const midLen = cfg.tMid - cfg.tRecent;
@@ -164,9 +188,11 @@ export function denseBatchFromWindows(
     const row = sid.rowOf(item);
     return row < 0 ? -1 : sid.codes[row * W]!;
   };
-  const visible = weighted ? new Int32Array(sid.sizes[0]!) : null;
+  const tracked = weighted || returnShare > 0;
+  const visible = tracked ? new Int32Array(sid.sizes[0]!) : null;
   let targets = 0;
   let longRange = 0;
+  let returns = 0;
   windows.forEach((w, b) => {
     const h = histories[w.user]!;
     const a = Math.max(0, w.t - T);
@@ -178,8 +204,6 @@ export function denseBatchFromWindows(
     lifecycle.set(sum.vectors, b * sum.vectors.length);
     lifecycleValid.set(sum.valid, b * sum.valid.length);
     const n = w.t - a;
-    // Long-range targets (weighted): the target's first Semantic-ID code — its coarse interest — is absent from
-    // every event the row sees through the recent and mid-term streams, but present in the lifecycle part.
     let older: Set<number> | null = null;
     if (visible) {
       older = new Set<number>();
@@ -187,18 +211,32 @@ export function denseBatchFromWindows(
       visible.fill(0);
       for (let j = midStart; j < a; j++) if (coarse(h.itemId[j]!) >= 0) visible[coarse(h.itemId[j]!)]!++;
     }
+    const isLongRange = (c: number) => c >= 0 && visible![c] === 0 && older!.has(c);
+    const rng = returnShare > 0 ? new Rng(opts.seed ?? 0).fork(w.user).fork(w.t) : null;
+    // A code long-range for row i does not occur in [midStart, a + i], so its next occurrence is its first one from a
+    // on: one forward scan gives every row's next return (the first of these after the row).
+    const returnAt: number[] = [];
+    if (rng) {
+      const pending = new Set([...older!].filter(isLongRange));
+      const end = Math.min(h.length, opts.trainEnd![w.user]!);
+      for (let j = a; j < end && pending.size > 0; j++) if (pending.delete(coarse(h.itemId[j]!))) returnAt.push(j);
+    }
+    let next = 0;
     for (let i = 0; i < n; i++) {
       if (visible && coarse(h.itemId[a + i]!) >= 0) visible[coarse(h.itemId[a + i]!)]!++; // row i sees window events ≤ i
+      while (next < returnAt.length && returnAt[next]! <= a + i) next++;
+      const toReturn = rng !== null && rng.next() < returnShare && next < returnAt.length;
       if (i < minInput - 1 - a) continue;
       const r = b * T + (T - n) + i;
-      const row = sid.rowOf(h.itemId[a + i + 1]!);
+      const at = toReturn ? returnAt[next]! : a + i + 1;
+      if (toReturn) returns++;
+      const row = sid.rowOf(h.itemId[at]!);
       if (row < 0) continue;
       targetMask[r] = 1;
       targetCodes.set(sid.codes.subarray(row * W, row * W + W), r * W);
       targets++;
-      const c = sid.codes[row * W]!;
-      if (visible && visible[c] === 0 && older!.has(c)) {
-        targetWeight![r] = longRangeWeight;
+      if (visible && isLongRange(sid.codes[row * W]!)) {
+        if (targetWeight) targetWeight[r] = longRangeWeight;
         longRange++;
       }
     }
@@ -211,5 +249,5 @@ export function denseBatchFromWindows(
     lifecycle,
     lifecycleValid,
   };
-  return { batch, targetCodes, targetMask, targets, targetWeight, longRange };
+  return { batch, targetCodes, targetMask, targets, targetWeight, longRange, returns };
 }

@@ -62,7 +62,7 @@ describe('dense GEMs training', () => {
     const plain = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }]);
     expect(plain.targetWeight).toBeUndefined();
     expect(plain.longRange).toBe(0);
-    const d = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], 1, 5);
+    const d = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], { longRangeWeight: 5 });
     expect(Array.from(d.targetWeight!)).toEqual([1, 1, 5, 1, 1, 1]);
     expect(d.longRange).toBe(1);
     const opts = { training: false, indexerLoss: false, topK: 0 };
@@ -74,6 +74,59 @@ describe('dense GEMs training', () => {
     const w = [1, 1, 5, 1, 1, 1];
     expect(weighted.total).toBeCloseTo(rows.reduce((acc, x, i) => acc + w[i]! * x, 0) / 10, 4);
     expect(weighted.nll).toBeCloseTo(rows.reduce((acc, x) => acc + x, 0) / 6, 4); // reported NLL: the plain mean
+  });
+
+  it('return targets: a row drawn for one targets its next return (first later long-range event before trainEnd); inputs unchanged', () => {
+    const { ctx, sid } = setup();
+    const W = sid.sizes.length;
+    const byCode = new Map<number, number[]>();
+    sid.itemIds.forEach((item, row) => byCode.set(sid.codes[row * W]!, [...(byCode.get(sid.codes[row * W]!) ?? []), item]));
+    const [a, b, c] = [...byCode.keys()];
+    const pick = (code: number, k: number) => byCode.get(code)![k % byCode.get(code)!.length]!;
+    // Window [24, 30) (rows 0..5 predict 25..30), mid-term [16, 24), lifecycle [0, 16): code b only in the lifecycle
+    // part, until event 33; code c never before event 27.
+    const items = Array.from({ length: 40 }, (_, k) => (k < 16 ? pick(k % 2 ? b! : a!, k) : pick(a!, k)));
+    items[27] = pick(c!, 0); // never seen before: not a return (nothing for the lifecycle stream to recall)
+    items[33] = pick(b!, 3); // the next return of every row (b not visible from 16 on)
+    items[35] = pick(b!, 5);
+    const h = historyOf(7, items);
+    const w = [{ user: 0, t: 30 }];
+    const codeOf = (d: { targetCodes: Int32Array }, row: number) => Array.from(d.targetCodes.subarray(row * W, row * W + W));
+    const codesOfItem = (item: number) => Array.from(sid.codes.subarray(sid.rowOf(item) * W, sid.rowOf(item) * W + W));
+    const plain = denseBatchFromWindows(ctx, [h], w);
+    const all = denseBatchFromWindows(ctx, [h], w, { returnShare: 1, trainEnd: Int32Array.of(40), seed: 1 });
+    expect(all.returns).toBe(6);
+    for (let r = 0; r < 6; r++) expect(codeOf(all, r)).toEqual(codesOfItem(items[33]!));
+    expect(all.longRange).toBe(6);
+    expect(plain.longRange).toBe(0); // counted by the same rule: no next event here is long-range
+    // The streams are cut at the window as before: the return target changes only what is predicted.
+    expect(all.batch).toEqual(plain.batch);
+    // A code seen inside the window is no longer dormant for the rows after it.
+    const items2 = [...items];
+    items2[26] = pick(b!, 6);
+    const h2 = historyOf(7, items2);
+    const plain2 = denseBatchFromWindows(ctx, [h2], w);
+    const all2 = denseBatchFromWindows(ctx, [h2], w, { returnShare: 1, trainEnd: Int32Array.of(40), seed: 1 });
+    expect(all2.returns).toBe(2);
+    for (const r of [0, 1]) expect(codeOf(all2, r)).toEqual(codesOfItem(items2[26]!));
+    for (const r of [2, 3, 4, 5]) expect(codeOf(all2, r)).toEqual(codeOf(plain2, r));
+    // trainEnd bounds the look-ahead (the held-out events are never targets): none before 33 → next events.
+    const bounded = denseBatchFromWindows(ctx, [h], w, { returnShare: 1, trainEnd: Int32Array.of(33), seed: 1 });
+    expect(bounded.returns).toBe(0);
+    expect(bounded.targetCodes).toEqual(plain.targetCodes);
+    // Share q: a seeded subset of rows; the same seed draws the same rows.
+    const half = denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5, trainEnd: Int32Array.of(40), seed: 3 });
+    const again = denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5, trainEnd: Int32Array.of(40), seed: 3 });
+    expect(again.targetCodes).toEqual(half.targetCodes);
+    const drawn = [0, 1, 2, 3, 4, 5].filter((r) => codeOf(half, r).join() !== codeOf(plain, r).join());
+    expect(drawn.length).toBe(half.returns);
+    const counts = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((seed) => denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5, trainEnd: Int32Array.of(40), seed }).returns);
+    expect(new Set(counts).size).toBeGreaterThan(1);
+    expect(counts.reduce((x, y) => x + y, 0)).toBeGreaterThan(10); // ≈ 30 of 60 rows
+    expect(counts.reduce((x, y) => x + y, 0)).toBeLessThan(50);
+    // Misuse is refused.
+    expect(() => denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5 })).toThrow(/trainEnd/);
+    expect(() => denseBatchFromWindows(ctx, [h], w, { returnShare: 1.5, trainEnd: Int32Array.of(40) })).toThrow(/returnShare/);
   });
 
   it('the last row of a full window equals the per-target sample of the same target', () => {
