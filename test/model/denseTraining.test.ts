@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
 import { GemsModel, type GemsModelConfig } from '../../src/model/gems.js';
+import type { SemanticIds } from '../../src/model/sid.js';
 import { batchFromSamples, denseBatchFromWindows, trainingWindows } from '../../src/train/samples.js';
 import { historyOf, ringHistories, tinyConfig, tinyModel } from './fixture.js';
 
@@ -21,6 +22,14 @@ function rowNll(model: GemsModel, d: ReturnType<typeof denseBatchFromWindows>, r
   const mask = new Uint8Array(d.targetMask.length);
   mask[row] = 1;
   return tf.tidy(() => model.denseLoss(d.batch, d.targetCodes, mask, opts).nll.dataSync()[0]!);
+}
+
+/** The coarse codes (first Semantic-ID level) of a tokenizer and the k-th item (cyclically) under each. */
+function itemsByCoarseCode(sid: SemanticIds): { codes: number[]; pick: (code: number, k: number) => number } {
+  const W = sid.sizes.length;
+  const byCode = new Map<number, number[]>();
+  sid.itemIds.forEach((item, row) => byCode.set(sid.codes[row * W]!, [...(byCode.get(sid.codes[row * W]!) ?? []), item]));
+  return { codes: [...byCode.keys()], pick: (code, k) => byCode.get(code)![k % byCode.get(code)!.length]! };
 }
 
 describe('dense GEMs training', () => {
@@ -47,11 +56,7 @@ describe('dense GEMs training', () => {
 
   it('long-range targets (coarse interest only in the lifecycle part) get the weight; the loss is Σ w·NLL / Σ w', () => {
     const { model, ctx, sid } = setup();
-    const W = sid.sizes.length;
-    const byCode = new Map<number, number[]>();
-    sid.itemIds.forEach((item, row) => byCode.set(sid.codes[row * W]!, [...(byCode.get(sid.codes[row * W]!) ?? []), item]));
-    const [a, b, c] = [...byCode.keys()];
-    const pick = (code: number, k: number) => byCode.get(code)![k % byCode.get(code)!.length]!;
+    const { codes: [a, b, c], pick } = itemsByCoarseCode(sid);
     // t = 30, T_recent 6, T_mid 14: window = events [24, 30), targets 25..30 (row i → event 25 + i), mid-term
     // events [16, 24), lifecycle [0, 16). Code b only in the lifecycle part, code c nowhere before its target.
     const items = Array.from({ length: 40 }, (_, k) => (k < 16 ? pick(k % 2 ? b! : a!, k) : pick(a!, k)));
@@ -79,10 +84,7 @@ describe('dense GEMs training', () => {
   it('return targets: a row drawn for one targets its next return (first later long-range event before trainEnd); inputs unchanged', () => {
     const { ctx, sid } = setup();
     const W = sid.sizes.length;
-    const byCode = new Map<number, number[]>();
-    sid.itemIds.forEach((item, row) => byCode.set(sid.codes[row * W]!, [...(byCode.get(sid.codes[row * W]!) ?? []), item]));
-    const [a, b, c] = [...byCode.keys()];
-    const pick = (code: number, k: number) => byCode.get(code)![k % byCode.get(code)!.length]!;
+    const { codes: [a, b, c], pick } = itemsByCoarseCode(sid);
     // Window [24, 30) (rows 0..5 predict 25..30), mid-term [16, 24), lifecycle [0, 16): code b only in the lifecycle
     // part, until event 33; code c never before event 27.
     const items = Array.from({ length: 40 }, (_, k) => (k < 16 ? pick(k % 2 ? b! : a!, k) : pick(a!, k)));
