@@ -130,13 +130,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   });
   let res;
   try {
-    // A weighted objective is part of what the checkpoint is (and a resume must not change it).
-    const trainMeta = {
-      ...life.trainMeta,
-      ...(tc.longRangeWeight !== 1 ? { longRangeWeight: tc.longRangeWeight } : {}),
-      ...(tc.returnShare ? { returnShare: tc.returnShare } : {}),
-    };
-    res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart, trainMeta, arrays: life.arrays });
+    res = await trainGems({ histories, sid, summarizer, modelConfig: mc, train: tc, runDir, resume: flagBool(args, 'resume'), testStart, trainMeta: life.trainMeta, arrays: life.arrays });
   } finally {
     life.dispose();
   }

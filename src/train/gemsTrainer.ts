@@ -134,6 +134,9 @@ export function stageYieldsToLater(elapsedMin: number, epochMin: number, laterEp
   return elapsedMin + epochMin + laterEpochs * epochMin * LATER_STAGE_EPOCH_COST > maxMinutes;
 }
 
+/** What a checkpoint's meta.train means when it lacks a key: the choice before the key existed. */
+const OLDER_CHECKPOINT_TRAIN_META: Record<string, unknown> = { lifecycleSource: 'chunk-mean', longRangeWeight: 1, returnShare: 0 };
+
 export interface TrainState {
   stage: 1 | 2 | 3;
   epochInStage: number;
@@ -233,12 +236,14 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   cleanStaleTemps(bestDir);
   const dataFp = dataFingerprintOf(histories);
   let state: TrainState = { stage: 1, epochInStage: 0, totalEpochs: 0, best: Infinity, bad: 0, done: false, history: [] };
+  // The training objective is part of what a checkpoint is, like its lifecycle source: a resume must keep both.
+  const trainMeta = { ...(input.trainMeta ?? {}), longRangeWeight: tc.longRangeWeight ?? 1, returnShare: tc.returnShare ?? 0 };
   if (input.resume && isCheckpoint(lastDir)) {
     const ck = readCheckpoint(lastDir);
     if (ck.meta.dataFingerprint !== dataFp) throw new Error(`${lastDir}: trained on data ${ck.meta.dataFingerprint}, current data is ${dataFp}`);
-    for (const [k, v] of Object.entries(input.trainMeta ?? {})) {
-      // Checkpoints from before lifecycle sources existed were trained on the chunk mean.
-      const had = k === 'lifecycleSource' ? (ck.meta.train[k] ?? 'chunk-mean') : ck.meta.train[k];
+    for (const [k, v] of Object.entries(trainMeta)) {
+      // Older checkpoints do not name what was then the only choice.
+      const had = ck.meta.train[k] ?? OLDER_CHECKPOINT_TRAIN_META[k];
       if (JSON.stringify(had) !== JSON.stringify(v)) throw new Error(`${lastDir}: trained with ${k} = ${JSON.stringify(had)}, this run has ${JSON.stringify(v)}: cannot resume`);
     }
     restoreInto(ck, model.params, opt);
@@ -258,7 +263,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       modelConfig: mc,
       tokenizerVersion: String(sid.version),
       dataFingerprint: dataFp,
-      train: { ...(state as unknown as Record<string, unknown>), ...(input.trainMeta ?? {}) },
+      train: { ...(state as unknown as Record<string, unknown>), ...trainMeta },
       params: model.params,
       optimizer: withOpt ? opt : undefined,
       arrays,

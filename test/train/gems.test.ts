@@ -100,6 +100,10 @@ describe('GEMs training', () => {
     const last = readCheckpoint(join(runDir, 'last')).meta.train as { totalEpochs: number };
     const more = await trainGems({ ...input, resume: true, train: { ...input.train, stages: [{ maxEpochs: 2, patience: 5 }, { maxEpochs: 1, patience: 1 }, { maxEpochs: 1, patience: 1 }] } });
     expect(more.state.totalEpochs).toBe(last.totalEpochs);
+    // The objective is part of the checkpoint: a resume that changes it is refused (meta without the key = the default).
+    expect(readCheckpoint(join(runDir, 'last')).meta.train).toMatchObject({ longRangeWeight: 1, returnShare: 0 });
+    await expect(trainGems({ ...input, resume: true, train: { ...input.train, returnShare: 0.3 } })).rejects.toThrow(/returnShare = 0, this run has 0.3: cannot resume/);
+    await expect(trainGems({ ...input, resume: true, train: { ...input.train, longRangeWeight: 2 } })).rejects.toThrow(/longRangeWeight = 1, this run has 2/);
     for (const m of [a, b]) m.model.params.dispose();
     res.model.params.dispose();
     more.model.params.dispose();
