@@ -143,6 +143,11 @@ export interface DenseTargetOptions {
   returnShare?: number;
   /** Per history, the first position that is not a training event; return targets are looked up before it. */
   trainEnd?: Int32Array;
+  /**
+   * A return target's coarse interest must hold at least this share of the lifecycle part's events (default 0.01):
+   * a real interest of the user's past, not an exploration event that happens to be outside the recent streams.
+   */
+  returnMinShare?: number;
   /** Seeds which rows get a return target (per window, so a batch does not depend on its neighbours). */
   seed?: number;
 }
@@ -156,8 +161,9 @@ export interface DenseTargetOptions {
  * A target is *long-range* when its coarse interest (first Semantic-ID code) is absent from every event the row sees
  * through the recent and mid-term streams but present in the lifecycle part. With `returnShare` q > 0, each row (with
  * probability q, seeded) instead targets its *next return*: the first later training event (before trainEnd) that is
- * long-range for that row. The streams stay cut at the row, so nothing of the future reaches the input; the objective
- * becomes a mixture, (1 − q)·next event + q·next return of a dormant interest.
+ * long-range for that row and whose coarse interest holds ≥ `returnMinShare` of the lifecycle events (exploration
+ * noise outside the recent streams is not a return). The streams stay cut at the row, so nothing of the future
+ * reaches the input; the objective becomes a mixture, (1 − q)·next event + q·next return of a dormant interest.
  */
 export function denseBatchFromWindows(
   ctx: SampleContext,
@@ -169,6 +175,7 @@ export function denseBatchFromWindows(
   const minInput = opts.minInput ?? 1;
   const longRangeWeight = opts.longRangeWeight ?? 1;
   const returnShare = opts.returnShare ?? 0;
+  const returnMinShare = opts.returnMinShare ?? 0.01;
   if (!(returnShare >= 0 && returnShare <= 1)) throw new Error(`returnShare must be in [0, 1], got ${returnShare}`);
   if (returnShare > 0 && !opts.trainEnd) throw new Error('return targets need trainEnd (where each history\'s training events end)');
   const W = sid.sizes.length;
@@ -217,7 +224,10 @@ export function denseBatchFromWindows(
     // on: one forward scan gives every row's next return (the first of these after the row).
     const returnAt: number[] = [];
     if (rng) {
-      const pending = new Set([...older!].filter(isLongRange));
+      const lifecycleCount = new Map<number, number>();
+      for (let j = 0; j < midStart; j++) lifecycleCount.set(coarse(h.itemId[j]!), (lifecycleCount.get(coarse(h.itemId[j]!)) ?? 0) + 1);
+      const least = Math.max(1, returnMinShare * midStart);
+      const pending = new Set([...older!].filter((c) => isLongRange(c) && lifecycleCount.get(c)! >= least));
       const end = Math.min(h.length, opts.trainEnd![w.user]!);
       for (let j = a; j < end && pending.size > 0; j++) if (pending.delete(coarse(h.itemId[j]!))) returnAt.push(j);
     }

@@ -112,6 +112,11 @@ describe('dense GEMs training', () => {
     expect(all2.returns).toBe(2);
     for (const r of [0, 1]) expect(codeOf(all2, r)).toEqual(codesOfItem(items2[26]!));
     for (const r of [2, 3, 4, 5]) expect(codeOf(all2, r)).toEqual(codeOf(plain2, r));
+    // A return's coarse interest must be a real interest of the lifecycle part: b holds 8 of its 16 events.
+    expect(denseBatchFromWindows(ctx, [h], w, { returnShare: 1, trainEnd: Int32Array.of(40), seed: 1, returnMinShare: 0.5 }).returns).toBe(6);
+    const rare = denseBatchFromWindows(ctx, [h], w, { returnShare: 1, trainEnd: Int32Array.of(40), seed: 1, returnMinShare: 0.6 });
+    expect(rare.returns).toBe(0);
+    expect(rare.targetCodes).toEqual(plain.targetCodes);
     // trainEnd bounds the look-ahead (the held-out events are never targets): none before 33 → next events.
     const bounded = denseBatchFromWindows(ctx, [h], w, { returnShare: 1, trainEnd: Int32Array.of(33), seed: 1 });
     expect(bounded.returns).toBe(0);
