@@ -17,8 +17,8 @@ import { Compressor, compressorVersion, type CompressorWeights } from './compres
 import type { EncoderShape, EncoderWeights } from './eventEncoder.js';
 import type { QlaWeights } from './qla.js';
 
-export type LifecycleSourceKind = 'memory' | 'chunk-mean';
-export const LIFECYCLE_SOURCES: LifecycleSourceKind[] = ['memory', 'chunk-mean'];
+export type LifecycleSourceKind = 'memory' | 'chunk-mean' | 'interests';
+export const LIFECYCLE_SOURCES: LifecycleSourceKind[] = ['memory', 'chunk-mean', 'interests'];
 
 export interface MemorySummarizerOptions {
   /**
@@ -155,7 +155,8 @@ export function compressorCheckpointParts(c: Compressor): { meta: LifecycleTrain
 
 /** The lifecycle source a checkpoint was trained with ('chunk-mean' for checkpoints older than this field). */
 export function lifecycleSourceOf(train: Record<string, unknown>): LifecycleSourceKind {
-  return train['lifecycleSource'] === 'memory' ? 'memory' : 'chunk-mean';
+  const s = train['lifecycleSource'];
+  return s === 'memory' || s === 'interests' ? s : 'chunk-mean';
 }
 
 /**

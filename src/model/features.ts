@@ -173,3 +173,77 @@ export class ChunkMeanSummarizer implements LifecycleSummarizer {
     return { slots: M, dim, vectors: out, valid };
   }
 }
+
+/**
+ * Lifecycle summary by coarse interest: the lifecycle events are grouped by their item's first Semantic-ID code (a
+ * coarse interest: items of one interest cluster share it), the M most frequent groups become the slots (most
+ * frequent first), and each slot is the group's mean quantised item vector plus three numbers: log(1 + events) / 10,
+ * the group's share of the lifecycle events, and how long ago (as a share of the lifecycle) it was last seen. So the
+ * model sees which interests a user had, how strongly and how long they have been dormant — what a chronological
+ * chunk mean blurs, since every chunk mixes the interests of its sessions. Parameter-free, O(events) per summary.
+ */
+export class InterestSummarizer implements LifecycleSummarizer {
+  readonly dim: number;
+  private readonly vecDim: number;
+  private readonly vectors: Float32Array;
+  private readonly firstCode: (id: number) => number;
+  private readonly rowOf: (id: number) => number;
+  private readonly codes: number;
+
+  constructor(
+    sid: SemanticIds,
+    readonly slots: number,
+  ) {
+    const v = centroidItemVectors(sid);
+    this.vecDim = v.dim;
+    this.dim = v.dim + 3;
+    this.vectors = v.vectors;
+    const W = sid.sizes.length;
+    this.codes = sid.sizes[0]!;
+    this.firstCode = (id) => {
+      const r = sid.rowOf(id);
+      return r < 0 ? -1 : sid.codes[r * W]!;
+    };
+    this.rowOf = (id) => sid.rowOf(id);
+  }
+
+  summarize(h: History): LifecycleSummary {
+    const { slots: M, dim, vecDim, codes } = this;
+    const out = new Float32Array(M * dim);
+    const valid = new Uint8Array(M);
+    const count = new Int32Array(codes);
+    const last = new Int32Array(codes).fill(-1);
+    const n = h.length;
+    let known = 0;
+    for (let e = 0; e < n; e++) {
+      const c = this.firstCode(h.itemId[e]!);
+      if (c < 0) continue;
+      count[c]!++;
+      last[c] = e;
+      known++;
+    }
+    if (known === 0) return { slots: M, dim, vectors: out, valid };
+    // The M most frequent interests; ties → lower code (deterministic).
+    const order = Array.from({ length: codes }, (_, c) => c).filter((c) => count[c]! > 0);
+    order.sort((a, b) => count[b]! - count[a]! || a - b);
+    const chosen = order.slice(0, M);
+    const slotOf = new Int32Array(codes).fill(-1);
+    chosen.forEach((c, s) => (slotOf[c] = s));
+    for (let e = 0; e < n; e++) {
+      const c = this.firstCode(h.itemId[e]!);
+      const s = c < 0 ? -1 : slotOf[c]!;
+      if (s < 0) continue;
+      const r = this.rowOf(h.itemId[e]!);
+      for (let j = 0; j < vecDim; j++) out[s * dim + j]! += this.vectors[r * vecDim + j]!;
+    }
+    chosen.forEach((c, s) => {
+      const k = count[c]!;
+      for (let j = 0; j < vecDim; j++) out[s * dim + j]! /= k;
+      out[s * dim + vecDim] = Math.log1p(k) / 10;
+      out[s * dim + vecDim + 1] = k / known;
+      out[s * dim + vecDim + 2] = (n - 1 - last[c]!) / n;
+      valid[s] = 1;
+    });
+    return { slots: M, dim, vectors: out, valid };
+  }
+}

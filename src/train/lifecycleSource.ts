@@ -1,14 +1,16 @@
 // Which lifecycle summary a GEMs model trains and serves on:
 //   'memory'     the QLA compressor's M × d memory as of each sample (src/lifecycle/memorySummarizer.ts) — what the
 //                nightly job stores, so serving reads the stored memories; the default once a compressor exists;
-//   'chunk-mean' the parameter-free stop-gap (src/model/features.ts ChunkMeanSummarizer).
+//   'chunk-mean' the parameter-free stop-gap (src/model/features.ts ChunkMeanSummarizer);
+//   'interests'  parameter-free, one slot per coarse interest (first Semantic-ID code) of the lifecycle events
+//                (src/model/features.ts InterestSummarizer).
 // The choice and the compressor version are recorded in checkpoint meta.train; the compressor's weights ride along
 // in the checkpoint so serving and evaluation compute missing memories with the same compressor.
 import { UsageError } from '../cli/args.js';
 import type { GemsConfig } from '../config/config.js';
 import { latestCompressorVersion, loadCompressor } from '../lifecycle/compressor.js';
 import { compressorCheckpointParts, compressorFromCheckpoint, LIFECYCLE_SOURCES, lifecycleSourceOf, MemorySummarizer, type LifecycleSourceKind } from '../lifecycle/memorySummarizer.js';
-import { ChunkMeanSummarizer, type LifecycleSummarizer } from '../model/features.js';
+import { ChunkMeanSummarizer, InterestSummarizer, type LifecycleSummarizer } from '../model/features.js';
 import type { SemanticIds } from '../model/sid.js';
 import { readCheckpoint } from './checkpoint.js';
 
@@ -36,6 +38,9 @@ export function parseLifecycleSource(value: string | undefined, config: GemsConf
 export function trainingLifecycle(config: GemsConfig, sid: SemanticIds, source: LifecycleSourceKind, chunkMeanSlots: number, compressorVersion?: string): TrainingLifecycle {
   if (source === 'chunk-mean') {
     return { source, summarizer: new ChunkMeanSummarizer(sid, chunkMeanSlots), trainMeta: { lifecycleSource: 'chunk-mean' }, arrays: {}, dispose() {} };
+  }
+  if (source === 'interests') {
+    return { source, summarizer: new InterestSummarizer(sid, chunkMeanSlots), trainMeta: { lifecycleSource: 'interests' }, arrays: {}, dispose() {} };
   }
   const version = compressorVersion ?? latestCompressorVersion(config);
   if (!version) throw new UsageError(`--lifecycle-source memory needs a trained compressor: run 'gems train-compressor' first (or use --lifecycle-source chunk-mean)`);
