@@ -16,8 +16,11 @@ export const command: Command = {
   usage: `gems train --model sasrec|gems [--run NAME] [--resume] [--epochs N] [--patience N] [--max-minutes M]
            [--batch N] [--lr X] [--sequences-csv FILE]   (sasrec: data from the history store unless --sequences-csv)
   gems options: see \`gems train --model gems --help\` (preset, streams, fusion, stages)
-  gems lifecycle stream: --lifecycle-source memory|chunk-mean (default: memory once \`gems train-compressor\` ran:
-           the compressor's memories as of each target, T_mid = streams.tMid) [--compressor-version V]`,
+  gems lifecycle stream: --lifecycle-source memory|chunk-mean|interests (default: memory once \`gems train-compressor\`
+           ran: the compressor's memories as of each target, T_mid = streams.tMid) [--compressor-version V];
+           interests = one slot per coarse interest (first Semantic-ID code), most frequent first
+  gems objective: [--return-share q] (share of targets that are the next return of a dormant interest; 0 = next event)
+           [--long-range-weight W]`,
   async run({ config, args, out, log }) {
     const kind = flagString(args, 'model', 'gems');
     const run = flagString(args, 'run', kind);
