@@ -148,6 +148,11 @@ export interface DenseTargetOptions {
    * a real interest of the user's past, not an exploration event that happens to be outside the recent streams.
    */
   returnMinShare?: number;
+  /**
+   * Every target is an item new to the user: a row predicts the next event whose item it has not seen (its next
+   * return: the returning interest's first new item); rows with none before trainEnd are masked.
+   */
+  newItems?: boolean;
   /** Seeds which rows get a return target (per window, so a batch does not depend on its neighbours). */
   seed?: number;
 }
@@ -176,6 +181,8 @@ export function denseBatchFromWindows(
   const longRangeWeight = opts.longRangeWeight ?? 1;
   const returnShare = opts.returnShare ?? 0;
   const returnMinShare = opts.returnMinShare ?? 0.01;
+  const newItems = opts.newItems ?? false;
+  if (newItems && !opts.trainEnd) throw new Error('new-item targets need trainEnd (where each history\'s training events end)');
   if (!(returnShare >= 0 && returnShare <= 1)) throw new Error(`returnShare must be in [0, 1], got ${returnShare}`);
   if (returnShare > 0 && !opts.trainEnd) throw new Error('return targets need trainEnd (where each history\'s training events end)');
   const W = sid.sizes.length;
@@ -222,23 +229,46 @@ export function denseBatchFromWindows(
     const rng = returnShare > 0 ? new Rng(opts.seed ?? 0).fork(w.user).fork(w.t) : null;
     // A code long-range for row i does not occur in [midStart, a + i], so its next occurrence is its first one from a
     // on: one forward scan gives every row's next return (the first of these after the row).
-    const returnAt: number[] = [];
+    const end = opts.trainEnd ? Math.min(h.length, opts.trainEnd[w.user]!) : w.t + 1;
+    // New items: the positions in (a, end) where an item occurs for the first time in the history. An event is new
+    // to row i exactly when it is such a position after a + i.
+    const firstAt: number[] = [];
+    if (newItems) {
+      const seen = new Set<number>();
+      for (let j = 0; j <= a; j++) seen.add(h.itemId[j]!);
+      for (let j = a + 1; j < end; j++) {
+        if (seen.has(h.itemId[j]!)) continue;
+        seen.add(h.itemId[j]!);
+        firstAt.push(j);
+      }
+    }
+    // Returning interests: per candidate code, its first position from a (f; the row must come before it to see the
+    // code as dormant) and the position its return targets (g: the same, or with newItems its first new item).
+    const returnsOf: { f: number; g: number }[] = [];
     if (rng) {
       const lifecycleCount = new Map<number, number>();
       for (let j = 0; j < midStart; j++) lifecycleCount.set(coarse(h.itemId[j]!), (lifecycleCount.get(coarse(h.itemId[j]!)) ?? 0) + 1);
       const least = Math.max(1, returnMinShare * midStart);
       const pending = new Set([...older!].filter((c) => isLongRange(c) && lifecycleCount.get(c)! >= least));
-      const end = Math.min(h.length, opts.trainEnd![w.user]!);
-      for (let j = a; j < end && pending.size > 0; j++) if (pending.delete(coarse(h.itemId[j]!))) returnAt.push(j);
+      const f = new Map<number, number>();
+      for (let j = a; j < end && pending.size > 0; j++) if (pending.has(coarse(h.itemId[j]!)) && !f.has(coarse(h.itemId[j]!))) f.set(coarse(h.itemId[j]!), j);
+      if (newItems) {
+        const g = new Map<number, number>();
+        for (const j of firstAt) if (f.has(coarse(h.itemId[j]!)) && !g.has(coarse(h.itemId[j]!))) g.set(coarse(h.itemId[j]!), j);
+        for (const [c, fc] of f) if (g.has(c)) returnsOf.push({ f: fc, g: g.get(c)! });
+      } else for (const fc of f.values()) returnsOf.push({ f: fc, g: fc });
     }
-    let next = 0;
+    let nextNew = 0;
     for (let i = 0; i < n; i++) {
       if (visible && coarse(h.itemId[a + i]!) >= 0) visible[coarse(h.itemId[a + i]!)]!++; // row i sees window events ≤ i
-      while (next < returnAt.length && returnAt[next]! <= a + i) next++;
-      const toReturn = rng !== null && rng.next() < returnShare && next < returnAt.length;
+      while (nextNew < firstAt.length && firstAt[nextNew]! <= a + i) nextNew++;
+      let returnAt = -1;
+      for (const { f, g } of returnsOf) if (f > a + i && (returnAt < 0 || g < returnAt)) returnAt = g;
+      const toReturn = rng !== null && rng.next() < returnShare && returnAt >= 0;
       if (i < minInput - 1 - a) continue;
       const r = b * T + (T - n) + i;
-      const at = toReturn ? returnAt[next]! : a + i + 1;
+      const at = toReturn ? returnAt : !newItems ? a + i + 1 : nextNew < firstAt.length ? firstAt[nextNew]! : -1;
+      if (at < 0) continue; // no new item before the held-out events
       if (toReturn) returns++;
       const row = sid.rowOf(h.itemId[at]!);
       if (row < 0) continue;

@@ -136,6 +136,27 @@ describe('dense GEMs training', () => {
     expect(() => denseBatchFromWindows(ctx, [h], w, { returnShare: 1.5, trainEnd: Int32Array.of(40) })).toThrow(/returnShare/);
   });
 
+  it('new-item targets: a row predicts the next event whose item it has not seen; none before trainEnd → masked', () => {
+    const { ctx, sid } = setup();
+    const W = sid.sizes.length;
+    const [x, y, new1, new2, new3] = Array.from(sid.itemIds.subarray(0, 5));
+    // Window [24, 30): rows 0..5 see events ≤ 24..29.
+    const items = Array.from({ length: 40 }, (_, k) => (k % 2 ? x! : y!));
+    [items[25], items[26], items[27], items[28], items[29], items[30], items[31]] = [x!, new1!, x!, new1!, new2!, y!, new3!];
+    const h = historyOf(7, items);
+    const codesOfItem = (item: number) => Array.from(sid.codes.subarray(sid.rowOf(item) * W, sid.rowOf(item) * W + W));
+    const rowCodes = (d: { targetCodes: Int32Array }, r: number) => Array.from(d.targetCodes.subarray(r * W, r * W + W));
+    const d = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], { newItems: true, trainEnd: Int32Array.of(40) });
+    // new1 at 26 is new to rows 0–1; at 28 it is a repeat, so rows 2–4 wait for new2 at 29; row 5 skips y for new3.
+    const want = [new1, new1, new2, new2, new2, new3];
+    want.forEach((item, r) => expect(rowCodes(d, r)).toEqual(codesOfItem(item!)));
+    expect(d.targets).toBe(6);
+    expect(d.batch).toEqual(denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }]).batch);
+    const bounded = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], { newItems: true, trainEnd: Int32Array.of(31) });
+    expect(Array.from(bounded.targetMask)).toEqual([1, 1, 1, 1, 1, 0]);
+    expect(() => denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], { newItems: true })).toThrow(/trainEnd/);
+  });
+
   it('the last row of a full window equals the per-target sample of the same target', () => {
     const { model, ctx, cfg } = setup();
     const hs = ringHistories(3, 40);
