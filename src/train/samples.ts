@@ -227,8 +227,6 @@ export function denseBatchFromWindows(
     }
     const isLongRange = (c: number) => c >= 0 && visible![c] === 0 && older!.has(c);
     const rng = returnShare > 0 ? new Rng(opts.seed ?? 0).fork(w.user).fork(w.t) : null;
-    // A code long-range for row i does not occur in [midStart, a + i], so its next occurrence is its first one from a
-    // on: one forward scan gives every row's next return (the first of these after the row).
     const end = opts.trainEnd ? Math.min(h.length, opts.trainEnd[w.user]!) : w.t + 1;
     // New items: the positions in (a, end) where an item occurs for the first time in the history. An event is new
     // to row i exactly when it is such a position after a + i.
@@ -242,8 +240,9 @@ export function denseBatchFromWindows(
         firstAt.push(j);
       }
     }
-    // Returning interests: per candidate code, its first position from a (f; the row must come before it to see the
-    // code as dormant) and the position its return targets (g: the same, or with newItems its first new item).
+    // Returning interests: a code long-range for row i does not occur in [midStart, a + i], so its next occurrence
+    // is its first one from a (f; the row must come before it). Per candidate code, f and the position its return
+    // targets (g: f, or with newItems the code's first new item); one forward scan serves every row.
     const returnsOf: { f: number; g: number }[] = [];
     if (rng) {
       const lifecycleCount = new Map<number, number>();
