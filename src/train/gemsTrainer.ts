@@ -16,7 +16,7 @@ import { logger, progress } from '../util/log.js';
 import { Rng } from '../util/random.js';
 import { cleanStaleTemps, fingerprint, isCheckpoint, readCheckpoint, restoreInto, saveCheckpoint } from './checkpoint.js';
 import { Adam, DEFAULT_ADAM, type AdamConfig } from './optim.js';
-import { batchFromSamples, denseBatchFromWindows, heldOutSamples, makeSampleContext, trainingSamples, trainingWindows, type Sample, type SampleContext } from './samples.js';
+import { batchFromSamples, denseBatchFromWindows, heldOutSamples, makeSampleContext, trainingEnd, trainingSamples, trainingWindows, type Sample, type SampleContext } from './samples.js';
 
 const log = logger('train.gems');
 
@@ -61,9 +61,9 @@ export interface GemsTrainConfig {
   longRangeWeight?: number;
   /**
    * Dense training: share of targets that are the row's *next return* — the next training event whose coarse interest
-   * is long-range for the row (see longRangeWeight) — instead of its next event (0 = off; samples.ts
-   * denseBatchFromWindows). A next-event model spends its beams on the current interests; this objective asks it to
-   * also bring back dormant ones, as a lifelong recommender is meant to.
+   * is long-range for the row (see longRangeWeight) and a real past interest (≥ 1% of the lifecycle events) — instead
+   * of its next event (0 = off; samples.ts denseBatchFromWindows). A next-event model spends its beams on the current
+   * interests; this objective asks it to also bring back dormant ones, as a lifelong recommender is meant to.
    */
   returnShare?: number;
   /**
@@ -281,7 +281,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   if (!dense && ((tc.returnShare ?? 0) > 0 || tc.newItems)) throw new Error('return and new-item targets need dense training (they replace targets of a window)');
   const longRangeLogged = (tc.longRangeWeight ?? 1) !== 1 || (tc.returnShare ?? 0) > 0;
   // Where each history's training events end (the windows' targets and return targets stay before it).
-  const trainEnd = Int32Array.from(histories, (h, u) => (input.testStart ? input.testStart[u]! - 1 : h.length - tc.heldOut));
+  const trainEnd = Int32Array.from(histories, (h, u) => trainingEnd(h, u, tc.heldOut, input.testStart));
   if (tc.dense && !dense) log.warn('dense training needs recentCausal, gapFrom prev and fusion ≠ shared: training one target per sample', { fusion: mc.fusion });
   log.info('training mode', { dense, batch: tc.batchSize, per_user: dense ? tc.windowsPerUser : tc.targetsPerUser });
   while (!state.done) {

@@ -71,6 +71,14 @@ export function batchFromSamples(ctx: SampleContext, histories: History[], sampl
 }
 
 /**
+ * Where history u's training events end (exclusive): before the held-out events — the last `heldOut` (leave-one-out:
+ * validation, test), or with explicit test targets from testStart[u] on, those and the validation event before them.
+ */
+export function trainingEnd(h: History, u: number, heldOut: number, testStart?: Int32Array): number {
+  return testStart ? testStart[u]! - 1 : h.length - heldOut;
+}
+
+/**
  * Training targets of one epoch: per user, up to `perUser` positions drawn from [minInput, end) where `end`
  * excludes the held-out events (leave-one-out: the last two). Targets whose item has no Semantic ID are skipped.
  */
@@ -78,8 +86,7 @@ export function trainingSamples(histories: History[], sid: SemanticIds, opts: { 
   const out: Sample[] = [];
   histories.forEach((h, u) => {
     const rng = new Rng(opts.seed).fork(u);
-    // With explicit test targets from position testStart[u] on, the event before them validates, the rest trains.
-    const end = opts.testStart ? opts.testStart[u]! - 1 : h.length - opts.heldOut;
+    const end = trainingEnd(h, u, opts.heldOut, opts.testStart);
     const lo = Math.max(1, opts.minInput);
     if (end <= lo) return;
     const span = end - lo;
@@ -118,7 +125,7 @@ export function trainingWindows(histories: History[], opts: { perUser: number; t
   const lo = Math.max(1, opts.minInput ?? 1);
   const out: Sample[] = [];
   histories.forEach((h, u) => {
-    const end = opts.testStart ? opts.testStart[u]! - 1 : h.length - opts.heldOut;
+    const end = trainingEnd(h, u, opts.heldOut, opts.testStart);
     const newest = end - 1;
     if (newest < lo) return;
     const rng = new Rng(opts.seed).fork(u);
