@@ -3,7 +3,7 @@
 // users is left-padded to a fixed length. The lifecycle stream arrives as a fixed M × dm summary per user.
 import type { History } from '../data/events.js';
 import type { SemanticIds } from './sid.js';
-import { centroidItemVectors } from './sid.js';
+import { centroidItemVectors, coarseCodeOf } from './sid.js';
 import { hash32 } from '../util/random.js';
 
 export interface FeatureConfig {
@@ -198,12 +198,8 @@ export class InterestSummarizer implements LifecycleSummarizer {
     this.vecDim = v.dim;
     this.dim = v.dim + 3;
     this.vectors = v.vectors;
-    const W = sid.sizes.length;
     this.codes = sid.sizes[0]!;
-    this.firstCode = (id) => {
-      const r = sid.rowOf(id);
-      return r < 0 ? -1 : sid.codes[r * W]!;
-    };
+    this.firstCode = (id) => coarseCodeOf(sid, id);
     this.rowOf = (id) => sid.rowOf(id);
   }
 

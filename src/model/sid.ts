@@ -46,6 +46,12 @@ export function simpleSemanticIds(itemIds: ArrayLike<number>, sizes: number[], s
   return { version: 0, sizes, itemIds: ids, codes, centroids, trie: CodeTrie.build(codes, n, W, ids), rowOf: (id) => rows.get(id) ?? -1 };
 }
 
+/** An item's first Semantic-ID code — its coarse interest — or −1 for an item without a Semantic ID. */
+export function coarseCodeOf(sid: SemanticIds, itemId: number): number {
+  const r = sid.rowOf(itemId);
+  return r < 0 ? -1 : sid.codes[r * sid.sizes.length]!;
+}
+
 /** Item vectors from the tokenizer's residual centroids (Σ_ℓ centroid_ℓ[code_ℓ]): the quantised item embedding. */
 export function centroidItemVectors(sid: SemanticIds): { dim: number; vectors: Float32Array } {
   const W = sid.sizes.length;

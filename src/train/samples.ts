@@ -4,7 +4,7 @@
 import { cutStreams, sliceHistory, type History } from '../data/events.js';
 import { buildStreamBatch, ItemVocab, type LifecycleSummarizer, type LifecycleSummary } from '../model/features.js';
 import type { GemsBatch, GemsModelConfig } from '../model/gems.js';
-import type { SemanticIds } from '../model/sid.js';
+import { coarseCodeOf, type SemanticIds } from '../model/sid.js';
 import { Rng } from '../util/random.js';
 
 export interface Sample {
@@ -205,10 +205,7 @@ export function denseBatchFromWindows(
   const targetMask = new Uint8Array(B * T);
   const weighted = longRangeWeight !== 1;
   const targetWeight = weighted ? new Float32Array(B * T).fill(1) : undefined;
-  const coarse = (item: number) => {
-    const row = sid.rowOf(item);
-    return row < 0 ? -1 : sid.codes[row * W]!;
-  };
+  const coarse = (item: number) => coarseCodeOf(sid, item);
   const tracked = weighted || returnShare > 0;
   const visible = tracked ? new Int32Array(sid.sizes[0]!) : null;
   let targets = 0;
@@ -225,14 +222,14 @@ export function denseBatchFromWindows(
     lifecycle.set(sum.vectors, b * sum.vectors.length);
     lifecycleValid.set(sum.valid, b * sum.valid.length);
     const n = w.t - a;
-    let older: Set<number> | null = null;
+    // Per coarse code, its events in the lifecycle part (the codes present there, and how strongly).
+    const lifecycleCount = new Map<number, number>();
     if (visible) {
-      older = new Set<number>();
-      for (let j = 0; j < midStart; j++) older.add(coarse(h.itemId[j]!));
+      for (let j = 0; j < midStart; j++) lifecycleCount.set(coarse(h.itemId[j]!), (lifecycleCount.get(coarse(h.itemId[j]!)) ?? 0) + 1);
       visible.fill(0);
       for (let j = midStart; j < a; j++) if (coarse(h.itemId[j]!) >= 0) visible[coarse(h.itemId[j]!)]!++;
     }
-    const isLongRange = (c: number) => c >= 0 && visible![c] === 0 && older!.has(c);
+    const isLongRange = (c: number) => c >= 0 && visible![c] === 0 && lifecycleCount.has(c);
     const rng = returnShare > 0 ? new Rng(opts.seed ?? 0).fork(w.user).fork(w.t) : null;
     const end = opts.trainEnd ? Math.min(h.length, opts.trainEnd[w.user]!) : w.t + 1;
     // New items: the positions in (a, end) where an item occurs for the first time in the history. An event is new
@@ -252,10 +249,8 @@ export function denseBatchFromWindows(
     // targets (g: f, or with newItems the code's first new item); one forward scan serves every row.
     const returnsOf: { f: number; g: number }[] = [];
     if (rng) {
-      const lifecycleCount = new Map<number, number>();
-      for (let j = 0; j < midStart; j++) lifecycleCount.set(coarse(h.itemId[j]!), (lifecycleCount.get(coarse(h.itemId[j]!)) ?? 0) + 1);
       const least = Math.max(1, returnMinShare * midStart);
-      const pending = new Set([...older!].filter((c) => isLongRange(c) && lifecycleCount.get(c)! >= least));
+      const pending = new Set([...lifecycleCount.keys()].filter((c) => isLongRange(c) && lifecycleCount.get(c)! >= least));
       const f = new Map<number, number>();
       for (let j = a; j < end && pending.size > 0; j++) if (pending.has(coarse(h.itemId[j]!)) && !f.has(coarse(h.itemId[j]!))) f.set(coarse(h.itemId[j]!), j);
       if (newItems) {
