@@ -118,6 +118,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
     longRangeWeight: positiveWeight(flagNumber(args, 'long-range-weight', 1)),
     returnShare: shareOf(flagNumber(args, 'return-share', 0)),
     newItems: flagBool(args, 'new-items'),
+    interestTargets: flagBool(args, 'interest-targets'),
     stages: [
       { maxEpochs: s1, patience },
       { maxEpochs: flagNumber(args, 'epochs2', tp.epochs?.[1] ?? DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },

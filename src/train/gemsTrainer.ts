@@ -71,6 +71,12 @@ export interface GemsTrainConfig {
    * the served list never holds seen items (false = the next event, repeats included).
    */
   newItems?: boolean;
+  /**
+   * Dense training: every target is an engaged event (not skipped) in an established interest of the user (its
+   * coarse interest holds ≥ 1% of the events before it): skipped exploration clicks are not positives (false = any
+   * event). Combines with newItems and returnShare (samples.ts denseBatchFromWindows).
+   */
+  interestTargets?: boolean;
 }
 
 export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
@@ -140,7 +146,7 @@ export function stageYieldsToLater(elapsedMin: number, epochMin: number, laterEp
 }
 
 /** What a checkpoint's meta.train means when it lacks a key: the choice before the key existed. */
-const OLDER_CHECKPOINT_TRAIN_META: Record<string, unknown> = { lifecycleSource: 'chunk-mean', longRangeWeight: 1, returnShare: 0, newItems: false };
+const OLDER_CHECKPOINT_TRAIN_META: Record<string, unknown> = { lifecycleSource: 'chunk-mean', longRangeWeight: 1, returnShare: 0, newItems: false, interestTargets: false };
 
 export interface TrainState {
   stage: 1 | 2 | 3;
@@ -242,7 +248,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const dataFp = dataFingerprintOf(histories);
   let state: TrainState = { stage: 1, epochInStage: 0, totalEpochs: 0, best: Infinity, bad: 0, done: false, history: [] };
   // The training objective is part of what a checkpoint is, like its lifecycle source: a resume must keep both.
-  const trainMeta = { ...(input.trainMeta ?? {}), longRangeWeight: tc.longRangeWeight ?? 1, returnShare: tc.returnShare ?? 0, newItems: tc.newItems ?? false };
+  const trainMeta = { ...(input.trainMeta ?? {}), longRangeWeight: tc.longRangeWeight ?? 1, returnShare: tc.returnShare ?? 0, newItems: tc.newItems ?? false, interestTargets: tc.interestTargets ?? false };
   if (input.resume && isCheckpoint(lastDir)) {
     const ck = readCheckpoint(lastDir);
     if (ck.meta.dataFingerprint !== dataFp) throw new Error(`${lastDir}: trained on data ${ck.meta.dataFingerprint}, current data is ${dataFp}`);
@@ -278,7 +284,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const lastStage = model.hasIndexer ? 3 : 1;
   const dense = tc.dense && GemsModel.denseTrainable(mc);
   if (!dense && (tc.longRangeWeight ?? 1) !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
-  if (!dense && ((tc.returnShare ?? 0) > 0 || tc.newItems)) throw new Error('return and new-item targets need dense training (they replace targets of a window)');
+  if (!dense && ((tc.returnShare ?? 0) > 0 || tc.newItems || tc.interestTargets)) throw new Error('return, new-item and interest targets need dense training (they replace targets of a window)');
   const longRangeLogged = (tc.longRangeWeight ?? 1) !== 1 || (tc.returnShare ?? 0) > 0;
   // Where each history's training events end (the windows' targets and return targets stay before it).
   const trainEnd = Int32Array.from(histories, (h, u) => trainingEnd(h, u, tc.heldOut, input.testStart));
@@ -310,7 +316,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       let kl = 0;
       let loss: () => { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar };
       if (dense) {
-        const d = denseBatchFromWindows(ctx, histories, part, { minInput: tc.minInput, longRangeWeight: tc.longRangeWeight, returnShare: tc.returnShare, newItems: tc.newItems, trainEnd, seed: epochSeed });
+        const d = denseBatchFromWindows(ctx, histories, part, { minInput: tc.minInput, longRangeWeight: tc.longRangeWeight, returnShare: tc.returnShare, newItems: tc.newItems, interestTargets: tc.interestTargets, trainEnd, seed: epochSeed });
         if (d.targets === 0) {
           prog.tick(1);
           continue; // every target of these windows lacks a Semantic ID

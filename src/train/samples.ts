@@ -1,7 +1,7 @@
 // Training/evaluation samples for the GEMs model. A sample is (user, target position t): its input is the user's
 // history strictly before t, cut into Recent / Mid-term / Lifecycle *as of t* (cutStreams on the prefix), its
 // reference time is the last input event's — so nothing at or after the target can reach the model.
-import { cutStreams, sliceHistory, type History } from '../data/events.js';
+import { cutStreams, LABEL, sliceHistory, type History } from '../data/events.js';
 import { buildStreamBatch, ItemVocab, type LifecycleSummarizer, type LifecycleSummary } from '../model/features.js';
 import type { GemsBatch, GemsModelConfig } from '../model/gems.js';
 import { coarseCodeOf, type SemanticIds } from '../model/sid.js';
@@ -153,8 +153,16 @@ export interface DenseTargetOptions {
   /**
    * A return target's coarse interest must hold at least this share of the lifecycle part's events (default 0.01):
    * a real interest of the user's past, not an exploration event that happens to be outside the recent streams.
+   * With `interestTargets`, the same share of the events before a target makes its coarse interest established.
    */
   returnMinShare?: number;
+  /**
+   * Every target is an *engaged event in an established interest*: not skipped, and its coarse interest holds
+   * ≥ `returnMinShare` of the user's events before it. A row predicts the next such event (with `newItems`, the next
+   * such event whose item it has not seen); rows with none before trainEnd are masked. Skipped exploration clicks
+   * are not positives (as a production ranker would train), so the model's mass goes to the user's interests.
+   */
+  interestTargets?: boolean;
   /**
    * Every target is an item new to the user: a row predicts the next event whose item it has not seen (its next
    * return: the returning interest's first new item); rows with none before trainEnd are masked.
@@ -189,7 +197,9 @@ export function denseBatchFromWindows(
   const returnShare = opts.returnShare ?? 0;
   const returnMinShare = opts.returnMinShare ?? 0.01;
   const newItems = opts.newItems ?? false;
+  const interestTargets = opts.interestTargets ?? false;
   if (newItems && !opts.trainEnd) throw new Error('new-item targets need trainEnd (where each history\'s training events end)');
+  if (interestTargets && !opts.trainEnd) throw new Error('interest targets need trainEnd (where each history\'s training events end)');
   if (!(returnShare >= 0 && returnShare <= 1)) throw new Error(`returnShare must be in [0, 1], got ${returnShare}`);
   if (returnShare > 0 && !opts.trainEnd) throw new Error('return targets need trainEnd (where each history\'s training events end)');
   const W = sid.sizes.length;
@@ -232,44 +242,52 @@ export function denseBatchFromWindows(
     const isLongRange = (c: number) => c >= 0 && visible![c] === 0 && lifecycleCount.has(c);
     const rng = returnShare > 0 ? new Rng(opts.seed ?? 0).fork(w.user).fork(w.t) : null;
     const end = opts.trainEnd ? Math.min(h.length, opts.trainEnd[w.user]!) : w.t + 1;
-    // New items: the positions in (a, end) where an item occurs for the first time in the history. An event is new
-    // to row i exactly when it is such a position after a + i.
-    const firstAt: number[] = [];
-    if (newItems) {
+    // Eligible targets when they are filtered: the positions in (a, end) that are new items (an item's first
+    // occurrence in the history) and/or engaged events of an established interest. An eligible position is row i's
+    // target exactly when it is the first one after a + i.
+    const eligibleAt: number[] = [];
+    if (newItems || interestTargets) {
       const seen = new Set<number>();
-      for (let j = 0; j <= a; j++) seen.add(h.itemId[j]!);
-      for (let j = a + 1; j < end; j++) {
-        if (seen.has(h.itemId[j]!)) continue;
+      const codeCount = new Map<number, number>();
+      const count = (j: number) => {
         seen.add(h.itemId[j]!);
-        firstAt.push(j);
+        codeCount.set(coarse(h.itemId[j]!), (codeCount.get(coarse(h.itemId[j]!)) ?? 0) + 1);
+      };
+      for (let j = 0; j <= a; j++) count(j);
+      for (let j = a + 1; j < end; j++) {
+        const isNew = !seen.has(h.itemId[j]!);
+        const inInterest = (h.labels[j]! & LABEL.skip) === 0 && (codeCount.get(coarse(h.itemId[j]!)) ?? 0) >= Math.max(1, returnMinShare * j);
+        if ((!newItems || isNew) && (!interestTargets || inInterest)) eligibleAt.push(j);
+        count(j);
       }
     }
+    const filtered = newItems || interestTargets;
     // Returning interests: a code long-range for row i does not occur in [midStart, a + i], so its next occurrence
     // is its first one from a (f; the row must come before it). Per candidate code, f and the position its return
-    // targets (g: f, or with newItems the code's first new item); one forward scan serves every row.
+    // targets (g: f, or with filtered targets the code's first eligible position); one forward scan serves every row.
     const returnsOf: { f: number; g: number }[] = [];
     if (rng) {
       const least = Math.max(1, returnMinShare * midStart);
       const pending = new Set([...lifecycleCount.keys()].filter((c) => isLongRange(c) && lifecycleCount.get(c)! >= least));
       const f = new Map<number, number>();
       for (let j = a; j < end && pending.size > 0; j++) if (pending.has(coarse(h.itemId[j]!)) && !f.has(coarse(h.itemId[j]!))) f.set(coarse(h.itemId[j]!), j);
-      if (newItems) {
+      if (filtered) {
         const g = new Map<number, number>();
-        for (const j of firstAt) if (f.has(coarse(h.itemId[j]!)) && !g.has(coarse(h.itemId[j]!))) g.set(coarse(h.itemId[j]!), j);
+        for (const j of eligibleAt) if (f.has(coarse(h.itemId[j]!)) && !g.has(coarse(h.itemId[j]!))) g.set(coarse(h.itemId[j]!), j);
         for (const [c, fc] of f) if (g.has(c)) returnsOf.push({ f: fc, g: g.get(c)! });
       } else for (const fc of f.values()) returnsOf.push({ f: fc, g: fc });
     }
-    let nextNew = 0;
+    let nextEligible = 0;
     for (let i = 0; i < n; i++) {
       if (visible && coarse(h.itemId[a + i]!) >= 0) visible[coarse(h.itemId[a + i]!)]!++; // row i sees window events ≤ i
-      while (nextNew < firstAt.length && firstAt[nextNew]! <= a + i) nextNew++;
+      while (nextEligible < eligibleAt.length && eligibleAt[nextEligible]! <= a + i) nextEligible++;
       let returnAt = -1;
       for (const { f, g } of returnsOf) if (f > a + i && (returnAt < 0 || g < returnAt)) returnAt = g;
       const toReturn = rng !== null && rng.next() < returnShare && returnAt >= 0;
       if (i < minInput - 1 - a) continue;
       const r = b * T + (T - n) + i;
-      const at = toReturn ? returnAt : !newItems ? a + i + 1 : nextNew < firstAt.length ? firstAt[nextNew]! : -1;
-      if (at < 0) continue; // no new item before the held-out events
+      const at = toReturn ? returnAt : !filtered ? a + i + 1 : nextEligible < eligibleAt.length ? eligibleAt[nextEligible]! : -1;
+      if (at < 0) continue; // no eligible target before the held-out events
       if (toReturn) returns++;
       const row = sid.rowOf(h.itemId[at]!);
       if (row < 0) continue;

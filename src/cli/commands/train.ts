@@ -20,7 +20,8 @@ export const command: Command = {
            ran: the compressor's memories as of each target, T_mid = streams.tMid) [--compressor-version V];
            interests = one slot per coarse interest (first Semantic-ID code), most frequent first
   gems objective: [--return-share q] (share of targets that are the next return of a dormant interest; 0 = next event)
-           [--long-range-weight W] [--new-items] (every target an item new to the user, as served lists hold no seen items)`,
+           [--long-range-weight W] [--new-items] (every target an item new to the user, as served lists hold no seen items)
+           [--interest-targets] (every target an engaged event of an established interest: skips and exploration are not positives)`,
   async run({ config, args, out, log }) {
     const kind = flagString(args, 'model', 'gems');
     const run = flagString(args, 'run', kind);
