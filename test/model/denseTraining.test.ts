@@ -4,6 +4,7 @@
 // reach the held-out events.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
+import { LABEL } from '../../src/data/events.js';
 import { GemsModel, type GemsModelConfig } from '../../src/model/gems.js';
 import type { SemanticIds } from '../../src/model/sid.js';
 import { batchFromSamples, denseBatchFromWindows, trainingWindows } from '../../src/train/samples.js';
@@ -155,6 +156,50 @@ describe('dense GEMs training', () => {
     const bounded = denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], { newItems: true, trainEnd: Int32Array.of(31) });
     expect(Array.from(bounded.targetMask)).toEqual([1, 1, 1, 1, 1, 0]);
     expect(() => denseBatchFromWindows(ctx, [h], [{ user: 0, t: 30 }], { newItems: true })).toThrow(/trainEnd/);
+  });
+
+  it('interest targets: a row predicts the next engaged event of an established interest (skips and first touches of a code are not targets)', () => {
+    const { ctx, sid } = setup();
+    const W = sid.sizes.length;
+    const { codes: [a, b, c], pick } = itemsByCoarseCode(sid);
+    // Codes a and b share the first 24 events; c first appears at 25 (exploration) and again at 28 (1 of 28 events).
+    const items = Array.from({ length: 40 }, (_, k) => pick(k % 2 ? b! : a!, k));
+    [items[25], items[26], items[27], items[28], items[29]] = [pick(c!, 0), pick(a!, 2), pick(a!, 1), pick(c!, 1), pick(b!, 2)];
+    const h = historyOf(7, items);
+    h.labels.fill(0);
+    h.labels[26] = LABEL.skip; // an event of an interest, but skipped: not a positive
+    const w = [{ user: 0, t: 30 }];
+    const rowCodes = (d: { targetCodes: Int32Array }, r: number) => Array.from(d.targetCodes.subarray(r * W, r * W + W));
+    const codesOfItem = (item: number) => Array.from(sid.codes.subarray(sid.rowOf(item) * W, sid.rowOf(item) * W + W));
+    const plain = denseBatchFromWindows(ctx, [h], w);
+    // Rows 0..5 see events ≤ 24..29. With a 10% share, c at 28 (1 of 28 events before it) is not established.
+    const d = denseBatchFromWindows(ctx, [h], w, { interestTargets: true, returnMinShare: 0.1, trainEnd: Int32Array.of(40) });
+    [27, 27, 27, 29, 29, 30].forEach((at, r) => expect(rowCodes(d, r)).toEqual(codesOfItem(items[at]!)));
+    expect(d.batch).toEqual(plain.batch);
+    // With the default 1%, one earlier event of c makes it established: rows 3 (sees ≤ 27) targets 28.
+    const loose = denseBatchFromWindows(ctx, [h], w, { interestTargets: true, trainEnd: Int32Array.of(40) });
+    expect(rowCodes(loose, 3)).toEqual(codesOfItem(items[28]!));
+    expect(rowCodes(loose, 0)).toEqual(codesOfItem(items[27]!));
+    // trainEnd bounds the look-ahead: nothing eligible before 30 for row 5 → masked.
+    const bounded = denseBatchFromWindows(ctx, [h], w, { interestTargets: true, returnMinShare: 0.1, trainEnd: Int32Array.of(30) });
+    expect(Array.from(bounded.targetMask)).toEqual([1, 1, 1, 1, 1, 0]);
+    // With newItems as well, a target is both: the first later event that is new, engaged and established (a scan).
+    const both = denseBatchFromWindows(ctx, [h], w, { interestTargets: true, newItems: true, returnMinShare: 0.1, trainEnd: Int32Array.of(40) });
+    let checked = 0;
+    for (let r = 0; r < 6; r++) {
+      const sees = 24 + r;
+      let want = -1;
+      for (let j = sees + 1; j < 40 && want < 0; j++) {
+        const before = items.slice(0, j);
+        const share = before.filter((x) => sid.codes[sid.rowOf(x) * W] === sid.codes[sid.rowOf(items[j]!) * W]).length / j;
+        if (!before.includes(items[j]!) && h.labels[j] === 0 && share >= 0.1) want = j;
+      }
+      if (want < 0) expect(both.targetMask[r]).toBe(0);
+      else expect(rowCodes(both, r)).toEqual(codesOfItem(items[want]!));
+      if (want >= 0) checked++;
+    }
+    expect(checked).toBeGreaterThan(0);
+    expect(() => denseBatchFromWindows(ctx, [h], w, { interestTargets: true })).toThrow(/trainEnd/);
   });
 
   it('the last row of a full window equals the per-target sample of the same target', () => {
