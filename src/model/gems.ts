@@ -71,6 +71,14 @@ export interface GemsModelConfig {
    * the Semantic-ID trie (GemsModel's second argument); absent in older checkpoints = codebook embeddings only.
    */
   prefixEmbeddings?: boolean;
+  /**
+   * Return intent: the decoder's BOS may carry one more learned vector (`dec.return`) that asks for a *return of a
+   * dormant interest* instead of the next event. Trained on return targets (gems train --return-intent: the rows drawn
+   * by --return-share carry it, the others are plain next-event rows), served as a reserved share of the list
+   * (recommend.ts rankWithReturns). Without it the two objectives share one distribution and the next event's beams
+   * crowd out the returns. Absent in older checkpoints = no intent.
+   */
+  returnIntent?: boolean;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
   /**
@@ -252,6 +260,8 @@ export interface StepOptions {
   wantMass?: boolean;
   /** Rows (beams) per user; rows of a user are consecutive. */
   rowsPerUser?: number;
+  /** Every row asks for a return of a dormant interest (returnIntent models; level 0 only reads it). */
+  returnIntent?: boolean;
   /** Levels ≥ 1 with prefix embeddings: the trie node of each row's prefix (its `level` codes so far). */
   prefixNodes?: Int32Array;
 }
@@ -275,6 +285,8 @@ interface ProjectedMemory {
  */
 export interface DenseTargets {
   perUser: number;
+  /** Per target row (U·perUser), 1 = the row asks for a return (returnIntent models). */
+  returnRows?: Uint8Array;
   bias: Partial<Record<'recent' | 'all', T>>;
 }
 
@@ -421,6 +433,7 @@ export class GemsModel {
     if (shared) p.get('shared.segment', [3, d], 'normal', 0.02);
     // Decoder.
     p.get('dec.bos', [d], 'normal', 0.1);
+    if (c.returnIntent) p.get('dec.return', [d], 'normal', 0.1);
     p.get('dec.pos', [this.W, d], 'normal', 0.02);
     c.sizes.forEach((k, l) => p.get(`code${l}`, [k, d], 'normal', 1 / Math.sqrt(d)));
     // One row per trie node (indexed by node id). Rows of the root and of level-1 nodes stay unused except the root's,
@@ -728,9 +741,14 @@ export class GemsModel {
    * Decoder input embeddings for prefixes: `codes` is B × (len-1) (the codes after BOS); `state` is added to BOS.
    * `padRows`: rows may be dense training's empty targets (zero codes, not a Semantic ID).
    */
-  private decoderInput(codes: Int32Array, B: number, len: number, state: T | null = null, padRows = false): T {
+  private decoderInput(codes: Int32Array, B: number, len: number, state: T | null = null, padRows = false, returnRows?: Uint8Array | 'all'): T {
     const { d } = this.cfg;
-    const bos = tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d]));
+    let bos = tf.zeros([B, 1, d]).add(this.v('dec.bos').reshape([1, 1, d]));
+    if (returnRows) {
+      if (!this.cfg.returnIntent) throw new Error('GEMs decoder: a return intent needs a model trained with returnIntent');
+      const ret = this.v('dec.return').reshape([1, 1, d]);
+      bos = bos.add(returnRows === 'all' ? ret : tf.tensor3d(Float32Array.from(returnRows), [B, 1, 1]).mul(ret));
+    }
     const parts: T[] = [state ? bos.add(state) : bos];
     const nodes = this.trie && len > 2 ? this.prefixNodes(codes, B, len - 1, len - 1, padRows) : null;
     for (let p = 1; p < len; p++) {
@@ -758,7 +776,7 @@ export class GemsModel {
     const Lq = P * len;
     const fold = (q: T) => (dense ? q.reshape([U, Lq, c.d]) : q);
     const unfold = (o: T) => (dense ? o.reshape([B, len, c.d]) : o);
-    let h = this.drop(this.decoderInput(codes, B, len, this.bosState(enc, R, dense?.perUser), dense !== undefined), opts.training);
+    let h = this.drop(this.decoderInput(codes, B, len, this.bosState(enc, R, dense?.perUser), dense !== undefined, dense?.returnRows), opts.training);
     const kls: T[] = [];
     const names = this.enabledStreams;
     const massAcc = opts.wantMass ? new Float32Array(B * names.length) : undefined;
@@ -1020,7 +1038,7 @@ export class GemsModel {
     const nodes = this.trie && level > 0 ? opts.prefixNodes : undefined;
     if (this.trie && level > 0 && nodes?.length !== B) throw new Error('GEMs decodeStep: prefix embeddings need opts.prefixNodes (the trie node of each row\'s prefix)');
     let h: T;
-    if (level === 0) h = this.decoderInput(new Int32Array(0), B, 1, this.bosState(enc, R));
+    if (level === 0) h = this.decoderInput(new Int32Array(0), B, 1, this.bosState(enc, R), false, opts.returnIntent ? 'all' : undefined);
     else {
       let e = gatherRows(this.v(`code${level - 1}`), codes!);
       if (nodes && level >= 2) e = e.add(gatherRows(this.v('code.node'), nodes));
@@ -1268,7 +1286,7 @@ export class GemsModel {
    * mid-term and lifecycle streams end before the window starts; so row i sees exactly the events before its target,
    * and one encoding of the window serves T_recent targets (SASRec-style) instead of one.
    */
-  denseLoss(batch: GemsBatch, targetCodes: Int32Array, targetMask: Uint8Array, opts: ForwardOptions, targetWeight?: Float32Array): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar; targets: number } {
+  denseLoss(batch: GemsBatch, targetCodes: Int32Array, targetMask: Uint8Array, opts: ForwardOptions, targetWeight?: Float32Array, returnRows?: Uint8Array): { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar; targets: number } {
     const c = this.cfg;
     if (!GemsModel.denseTrainable(c)) throw new Error(`GEMs dense loss needs recentCausal, features.gapFrom 'prev' and a fusion other than 'shared' (got ${c.recentCausal}, ${c.features.gapFrom}, ${c.fusion})`);
     const W = this.W;
@@ -1276,10 +1294,11 @@ export class GemsModel {
     const P = c.tRecent;
     if (targetMask.length !== U * P || targetCodes.length !== U * P * W) throw new Error(`GEMs dense loss: ${targetMask.length} target rows / ${targetCodes.length} codes for ${U} windows of ${P}`);
     if (targetWeight && targetWeight.length !== U * P) throw new Error(`GEMs dense loss: ${targetWeight.length} target weights for ${U * P} target rows`);
+    if (returnRows && returnRows.length !== U * P) throw new Error(`GEMs dense loss: ${returnRows.length} return flags for ${U * P} target rows`);
     const enc = this.encode(batch, opts.training);
     const prefix = new Int32Array(U * P * (W - 1));
     for (let r = 0; r < U * P; r++) for (let l = 0; l < W - 1; l++) prefix[r * (W - 1) + l] = targetCodes[r * W + l]!;
-    const dec = this.decode(enc, prefix, W, opts, { perUser: P, bias: this.denseBiases(enc, P, W) });
+    const dec = this.decode(enc, prefix, W, opts, { perUser: P, bias: this.denseBiases(enc, P, W), returnRows });
     const rows: number[] = [];
     targetMask.forEach((m, r) => m && rows.push(r));
     if (rows.length === 0) throw new Error('GEMs dense loss: no valid target in the batch');

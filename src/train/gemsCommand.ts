@@ -80,6 +80,8 @@ export function buildModelConfig(
     streams: on,
     // --codebook-only: one embedding per code and level, not specialised by prefix (the earlier model, to compare).
     prefixEmbeddings: base.prefixEmbeddings === true && !flagBool(args, 'codebook-only'),
+    // --return-intent: return targets (--return-share) get their own BOS intent instead of sharing the next event's.
+    ...(flagBool(args, 'return-intent') ? { returnIntent: true } : {}),
     indexer: { ...base.indexer, topK: flagNumber(args, 'top-k', base.indexer.topK), klWeight: flagNumber(args, 'kl-weight', base.indexer.klWeight) },
     lifecycle: { ...base.lifecycle, slots: lifecycle.fixedSlots ?? flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
   };

@@ -190,7 +190,7 @@ export function denseBatchFromWindows(
   histories: History[],
   windows: Sample[],
   opts: DenseTargetOptions = {},
-): { batch: GemsBatch; targetCodes: Int32Array; targetMask: Uint8Array; targets: number; targetWeight?: Float32Array; longRange: number; returns: number } {
+): { batch: GemsBatch; targetCodes: Int32Array; targetMask: Uint8Array; targets: number; targetWeight?: Float32Array; longRange: number; returns: number; returnRows: Uint8Array } {
   const { cfg, sid, summarizer } = ctx;
   const minInput = opts.minInput ?? 1;
   const longRangeWeight = opts.longRangeWeight ?? 1;
@@ -213,6 +213,7 @@ export function denseBatchFromWindows(
   const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
   const targetCodes = new Int32Array(B * T * W);
   const targetMask = new Uint8Array(B * T);
+  const returnRows = new Uint8Array(B * T);
   const weighted = longRangeWeight !== 1;
   const targetWeight = weighted ? new Float32Array(B * T).fill(1) : undefined;
   const coarse = (item: number) => coarseCodeOf(sid, item);
@@ -292,6 +293,7 @@ export function denseBatchFromWindows(
       const row = sid.rowOf(h.itemId[at]!);
       if (row < 0) continue;
       targetMask[r] = 1;
+      if (toReturn) returnRows[r] = 1;
       targetCodes.set(sid.codes.subarray(row * W, row * W + W), r * W);
       targets++;
       if (visible && isLongRange(sid.codes[row * W]!)) {
@@ -308,5 +310,5 @@ export function denseBatchFromWindows(
     lifecycle,
     lifecycleValid,
   };
-  return { batch, targetCodes, targetMask, targets, targetWeight, longRange, returns };
+  return { batch, targetCodes, targetMask, targets, targetWeight, longRange, returns, returnRows };
 }
