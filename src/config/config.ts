@@ -86,6 +86,11 @@ export interface GemsConfig {
     reloadPollMs: number;
     /** Users with fewer input events (and no usable memory) get the cold-start popularity answer. */
     coldStartMinEvents: number;
+    /**
+     * Checkpoints trained with a return intent (gems train --return-intent): share of every list filled by the
+     * search for returning dormant interests (beam.ts reserveReturns); other checkpoints ignore it. 0 = off.
+     */
+    reserveReturns: number;
   };
 }
 
@@ -148,6 +153,7 @@ export const DEFAULT_CONFIG: GemsConfig = {
     checkpoint: '',
     reloadPollMs: 5000,
     coldStartMinEvents: 3,
+    reserveReturns: 0.3,
   },
 };
 
@@ -306,6 +312,7 @@ export function validateConfig(c: GemsConfig): void {
   if (!Number.isInteger(c.serving.maxQueue) || c.serving.maxQueue < 1) fail('serving.maxQueue', 'must be an integer ≥ 1');
   if (!(c.serving.reloadPollMs >= 0)) fail('serving.reloadPollMs', 'must be ≥ 0 (0 = no polling)');
   if (!Number.isInteger(c.serving.coldStartMinEvents) || c.serving.coldStartMinEvents < 0) fail('serving.coldStartMinEvents', 'must be an integer ≥ 0');
+  if (!(c.serving.reserveReturns >= 0 && c.serving.reserveReturns < 1)) fail('serving.reserveReturns', 'must be in [0, 1)');
 }
 
 /** Paths derived from the data dir when not set explicitly. */

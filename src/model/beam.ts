@@ -46,6 +46,13 @@ export interface BeamOptions {
    * missed 1–2 of 8 users that 'query' got.
    */
   selection?: IndexerSelection;
+  /**
+   * Share ρ of the list reserved for returning interests (models trained with returnIntent; default 0): a second
+   * search with the return intent fills, of every list prefix of length n, floor(n·ρ) places (reserveReturns).
+   */
+  reserveReturns?: number;
+  /** This search asks for returns of dormant interests (the decoder's return intent). */
+  returnIntent?: boolean;
 }
 
 function disposeCache(c: DecoderCache): void {
@@ -133,6 +140,48 @@ function lowerBound(a: Int32Array, x: number): number {
 }
 
 export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStreams, opts: BeamOptions): BeamOutput {
+  const share = opts.reserveReturns ?? 0;
+  if (!(share >= 0 && share < 1)) throw new Error(`beam search: reserveReturns must be in [0, 1), got ${share}`);
+  if (share === 0) return searchLevels(model, sid, enc, opts);
+  if (!model.cfg.returnIntent) throw new Error('beam search: reserveReturns needs a model trained with a return intent (gems train --return-intent)');
+  // The main search finds k + (the returns' places) items, so the list is full even when every return is in it too.
+  const main = searchLevels(model, sid, enc, { ...opts, k: opts.k + Math.ceil(opts.k * share), returnIntent: false });
+  const returns = searchLevels(model, sid, enc, { ...opts, k: Math.ceil(opts.k * share), wantMass: false, returnIntent: true });
+  return { users: main.users.map((u, b) => reserveReturns(u, returns.users[b]!, opts.k, share, model.W)), mass: main.mass };
+}
+
+/**
+ * The list policy for a return-intent model: of every prefix of length n, floor(n·ρ) places hold the return
+ * search's items (in its order) and the rest the next-event search's; an item both searches found keeps its first
+ * place. Scores are each item's own search score, so the list is ordered by the policy, not by score.
+ */
+export function reserveReturns(main: UserRecommendations, returns: UserRecommendations, k: number, share: number, W: number): UserRecommendations {
+  const items: number[] = [];
+  const scores: number[] = [];
+  const codes: number[] = [];
+  const taken = new Set<number>();
+  const next = [0, 0];
+  const lists = [main, returns];
+  while (items.length < k) {
+    const n = items.length + 1;
+    let from = Math.floor(n * share) > Math.floor((n - 1) * share) ? 1 : 0;
+    if (next[from]! >= lists[from]!.items.length) from = 1 - from; // one list ran out: the other fills
+    const list = lists[from]!;
+    while (next[from]! < list.items.length && taken.has(list.items[next[from]!]!)) next[from]!++;
+    if (next[from]! >= list.items.length) {
+      if (next[1 - from]! >= lists[1 - from]!.items.length) break;
+      continue;
+    }
+    const i = next[from]!++;
+    taken.add(list.items[i]!);
+    items.push(list.items[i]!);
+    scores.push(list.scores[i]!);
+    for (let l = 0; l < W; l++) codes.push(list.codes[i * W + l]!);
+  }
+  return { items: Int32Array.from(items), scores: Float32Array.from(scores), codes: Int32Array.from(codes) };
+}
+
+function searchLevels(model: GemsModel, sid: SemanticIds, enc: EncodedStreams, opts: BeamOptions): BeamOutput {
   const W = model.W;
   if (sid.trie.depth !== W) throw new Error(`beam search: trie depth ${sid.trie.depth} ≠ decoder levels ${W}`);
   const beamW = Math.max(opts.k, opts.beam ?? opts.k);
@@ -182,7 +231,7 @@ export function beamSearch(model: GemsModel, sid: SemanticIds, enc: EncodedStrea
         const wantMass = opts.wantMass === true && level === 0;
         const prevCache: DecoderCache | null = cache;
         const step = scoped(() => {
-          const r = model.decodeStep(prepared, prevCache, parents, codes, level, { topK: opts.topK, selection, wantMass, rowsPerUser: R, prefixNodes });
+          const r = model.decodeStep(prepared, prevCache, parents, codes, level, { topK: opts.topK, selection, wantMass, rowsPerUser: R, prefixNodes, returnIntent: opts.returnIntent });
           if (level < W - 1) for (const t of [...r.cache.K, ...r.cache.V]) tf.keep(t);
           return { logp: r.logp.dataSync() as Float32Array, mass: r.mass, cache: level < W - 1 ? r.cache : null };
         });

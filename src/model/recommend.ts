@@ -59,6 +59,8 @@ export interface RecommendOptions {
   lifecycle?: (LifecycleSummary | null)[];
   /** Indexer selection in beam search (BeamOptions.selection; default 'shared': one key set per user for every layer). */
   selection?: IndexerSelection;
+  /** Share of every list for returning interests (BeamOptions.reserveReturns; return-intent checkpoints). */
+  reserveReturns?: number;
   /** When given, filled with the wall time of the phases (ms): input cutting, stream encoding, beam search. */
   timing?: { inputMs: number; encodeMs: number; searchMs: number };
 }
@@ -93,7 +95,7 @@ export function recommend(loaded: LoadedGems, inputs: History[], k: number, opti
     const t1 = performance.now();
     const enc = model.encodeForSearch(batch, topK, options.selection);
     const t2 = performance.now();
-    const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true, selection: options.selection });
+    const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true, selection: options.selection, reserveReturns: options.reserveReturns });
     if (options.timing) Object.assign(options.timing, { inputMs: t1 - t0, encodeMs: t2 - t1, searchMs: performance.now() - t2 });
     const names = model.enabledStreams;
     return out.users.map((u, b) => {

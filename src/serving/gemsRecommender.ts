@@ -51,6 +51,8 @@ class ServingSummarizer implements LifecycleSummarizer {
 export interface GemsRecommenderOptions {
   /** 'auto' (default): memories only for checkpoints trained on them (meta.train.lifecycleSource = 'memory'). */
   useMemories?: 'auto' | 'always' | 'never';
+  /** Share of every list for returning interests, when the checkpoint has a return intent (config serving.reserveReturns). */
+  reserveReturns?: number;
 }
 
 /** How the lifecycle stream of served users was obtained (a metric; also exported by the service's /metrics). */
@@ -79,6 +81,8 @@ export class GemsRecommender implements RecommenderModel {
   private readonly summarizer: ServingSummarizer;
   private disposed = false;
   private lastFallbackLog = 0;
+  /** The list share the return-intent search fills (0 for checkpoints without the intent). */
+  readonly reserveReturns: number;
 
   constructor(
     readonly loaded: LoadedGems,
@@ -90,6 +94,7 @@ export class GemsRecommender implements RecommenderModel {
     const cv = loaded.meta.train['compressorVersion'];
     this.compressorVersion = typeof cv === 'string' ? cv : null;
     this.summarizer = new ServingSummarizer(loaded.summarizer);
+    this.reserveReturns = loaded.model.cfg.returnIntent ? (opts.reserveReturns ?? 0) : 0;
     loaded.ctx = makeSampleContext(loaded.model.cfg, loaded.sid, this.summarizer);
   }
 
@@ -172,7 +177,7 @@ export class GemsRecommender implements RecommenderModel {
       });
       let recs;
       try {
-        recs = recommend(this.loaded, histories, k, { beam: first.options.beam, topK: first.options.indexerTopK, selection: first.options.indexerSelection, exclude });
+        recs = recommend(this.loaded, histories, k, { beam: first.options.beam, topK: first.options.indexerTopK, selection: first.options.indexerSelection, exclude, reserveReturns: this.reserveReturns });
       } finally {
         this.summarizer.current.clear();
       }

@@ -99,6 +99,8 @@ describe('dense GEMs training', () => {
     const plain = denseBatchFromWindows(ctx, [h], w);
     const all = denseBatchFromWindows(ctx, [h], w, { returnShare: 1, trainEnd: Int32Array.of(40), seed: 1 });
     expect(all.returns).toBe(6);
+    expect(Array.from(all.returnRows).filter((x) => x).length).toBe(6); // the rows a return-intent model flags
+    expect(Array.from(plain.returnRows).every((x) => x === 0)).toBe(true);
     for (let r = 0; r < 6; r++) expect(codeOf(all, r)).toEqual(codesOfItem(items[33]!));
     expect(all.longRange).toBe(6);
     expect(plain.longRange).toBe(0); // counted by the same rule: no next event here is long-range
@@ -128,6 +130,8 @@ describe('dense GEMs training', () => {
     expect(again.targetCodes).toEqual(half.targetCodes);
     const drawn = [0, 1, 2, 3, 4, 5].filter((r) => codeOf(half, r).join() !== codeOf(plain, r).join());
     expect(drawn.length).toBe(half.returns);
+    const T = ctx.cfg.tRecent;
+    expect([0, 1, 2, 3, 4, 5].filter((r) => half.returnRows[T - 6 + r])).toEqual(drawn);
     const counts = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((seed) => denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5, trainEnd: Int32Array.of(40), seed }).returns);
     expect(new Set(counts).size).toBeGreaterThan(1);
     expect(counts.reduce((x, y) => x + y, 0)).toBeGreaterThan(10); // ≈ 30 of 60 rows

@@ -30,6 +30,7 @@ export const command: Command = {
           at the first level for every layer, as served (default); one per user and layer; one per user and level;
           or each beam its own)
           [--unfiltered] (lifelong: keep the user's seen items in the ranking; default filters them, as serving)
+          [--reserve-returns ρ] (return-intent models: share of every list filled by a search for returning interests)
   A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
   (default out: <dataDir>/runs/<first run name>).`,
   async run({ config, args, out, log }) {
@@ -46,6 +47,8 @@ export const command: Command = {
     // --indexer-selection shared|request|user|query (default shared, as served).
     const attention: EvalAttention = {};
     if (args.flags['top-k'] !== undefined) attention.topK = flagNumber(args, 'top-k');
+    // --reserve-returns ρ: a return-intent model's list policy (share of the list for returning interests).
+    if (args.flags['reserve-returns'] !== undefined) attention.reserveReturns = flagNumber(args, 'reserve-returns');
     if (args.flags['indexer-selection'] !== undefined) {
       const sel = flagString(args, 'indexer-selection');
       if (!isIndexerSelection(sel)) throw new UsageError(`--indexer-selection must be ${INDEXER_SELECTIONS.join('|')}, got '${sel}'`);
@@ -104,7 +107,7 @@ export const command: Command = {
         protocol:
           protocol === 'loo'
             ? 'Leave-one-out (last item = test, second-to-last = validation), ranking over all items; "filtered" removes the items of the input history from the ranking (HSTU default), "unfiltered" keeps them. Published rows: generative-recommenders README (filtered protocol).'
-            : `Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K)${filterSeen ? ', the user\'s seen items filtered (as serving; the generator\'s targets are unseen items)' : ', seen items NOT filtered (--unfiltered)'}; HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator's dormant flag.`,
+            : `Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K)${filterSeen ? ', the user\'s seen items filtered (as serving; the generator\'s targets are unseen items)' : ', seen items NOT filtered (--unfiltered)'}; HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator's dormant flag.${attention.reserveReturns ? ` List policy: a share ${attention.reserveReturns} of every list prefix holds the return-intent search's items (--reserve-returns).` : ''}`,
         rows: allRows,
         details,
         createdAt: new Date().toISOString(),
