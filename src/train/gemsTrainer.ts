@@ -77,6 +77,8 @@ export interface GemsTrainConfig {
    * event). Combines with newItems and returnShare (samples.ts denseBatchFromWindows).
    */
   interestTargets?: boolean;
+  /** Dense training with returnShare: a return target is the returning interest's first new item. */
+  returnNewItems?: boolean;
 }
 
 export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
@@ -146,7 +148,7 @@ export function stageYieldsToLater(elapsedMin: number, epochMin: number, laterEp
 }
 
 /** What a checkpoint's meta.train means when it lacks a key: the choice before the key existed. */
-const OLDER_CHECKPOINT_TRAIN_META: Record<string, unknown> = { lifecycleSource: 'chunk-mean', longRangeWeight: 1, returnShare: 0, newItems: false, interestTargets: false };
+const OLDER_CHECKPOINT_TRAIN_META: Record<string, unknown> = { lifecycleSource: 'chunk-mean', longRangeWeight: 1, returnShare: 0, newItems: false, interestTargets: false, returnNewItems: false };
 
 export interface TrainState {
   stage: 1 | 2 | 3;
@@ -248,7 +250,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const dataFp = dataFingerprintOf(histories);
   let state: TrainState = { stage: 1, epochInStage: 0, totalEpochs: 0, best: Infinity, bad: 0, done: false, history: [] };
   // The training objective is part of what a checkpoint is, like its lifecycle source: a resume must keep both.
-  const trainMeta = { ...(input.trainMeta ?? {}), longRangeWeight: tc.longRangeWeight ?? 1, returnShare: tc.returnShare ?? 0, newItems: tc.newItems ?? false, interestTargets: tc.interestTargets ?? false };
+  const trainMeta = { ...(input.trainMeta ?? {}), longRangeWeight: tc.longRangeWeight ?? 1, returnShare: tc.returnShare ?? 0, newItems: tc.newItems ?? false, interestTargets: tc.interestTargets ?? false, returnNewItems: tc.returnNewItems ?? false };
   if (input.resume && isCheckpoint(lastDir)) {
     const ck = readCheckpoint(lastDir);
     if (ck.meta.dataFingerprint !== dataFp) throw new Error(`${lastDir}: trained on data ${ck.meta.dataFingerprint}, current data is ${dataFp}`);
@@ -317,7 +319,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       let kl = 0;
       let loss: () => { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar };
       if (dense) {
-        const d = denseBatchFromWindows(ctx, histories, part, { minInput: tc.minInput, longRangeWeight: tc.longRangeWeight, returnShare: tc.returnShare, newItems: tc.newItems, interestTargets: tc.interestTargets, trainEnd, seed: epochSeed });
+        const d = denseBatchFromWindows(ctx, histories, part, { minInput: tc.minInput, longRangeWeight: tc.longRangeWeight, returnShare: tc.returnShare, newItems: tc.newItems, interestTargets: tc.interestTargets, returnNewItems: tc.returnNewItems, trainEnd, seed: epochSeed });
         if (d.targets === 0) {
           prog.tick(1);
           continue; // every target of these windows lacks a Semantic ID

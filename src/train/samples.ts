@@ -164,6 +164,11 @@ export interface DenseTargetOptions {
    */
   interestTargets?: boolean;
   /**
+   * Return targets only: the returning interest's first *new* item (the next events stay as they are). The served
+   * list never holds seen items, and a return's first event is mostly a favourite the user has seen.
+   */
+  returnNewItems?: boolean;
+  /**
    * Every target is an item new to the user: a row predicts the next event whose item it has not seen (its next
    * return: the returning interest's first new item); rows with none before trainEnd are masked.
    */
@@ -198,6 +203,7 @@ export function denseBatchFromWindows(
   const returnMinShare = opts.returnMinShare ?? 0.01;
   const newItems = opts.newItems ?? false;
   const interestTargets = opts.interestTargets ?? false;
+  const returnNewItems = opts.returnNewItems ?? false;
   if (newItems && !opts.trainEnd) throw new Error('new-item targets need trainEnd (where each history\'s training events end)');
   if (interestTargets && !opts.trainEnd) throw new Error('interest targets need trainEnd (where each history\'s training events end)');
   if (!(returnShare >= 0 && returnShare <= 1)) throw new Error(`returnShare must be in [0, 1], got ${returnShare}`);
@@ -247,7 +253,8 @@ export function denseBatchFromWindows(
     // occurrence in the history) and/or engaged events of an established interest. An eligible position is row i's
     // target exactly when it is the first one after a + i.
     const eligibleAt: number[] = [];
-    if (newItems || interestTargets) {
+    const newAt: number[] = []; // new items only (return targets with returnNewItems)
+    if (newItems || interestTargets || returnNewItems) {
       const seen = new Set<number>();
       const codeCount = new Map<number, number>();
       const count = (j: number) => {
@@ -259,6 +266,7 @@ export function denseBatchFromWindows(
         const isNew = !seen.has(h.itemId[j]!);
         const inInterest = (h.labels[j]! & LABEL.skip) === 0 && (codeCount.get(coarse(h.itemId[j]!)) ?? 0) >= Math.max(1, returnMinShare * j);
         if ((!newItems || isNew) && (!interestTargets || inInterest)) eligibleAt.push(j);
+        if (isNew) newAt.push(j);
         count(j);
       }
     }
@@ -272,9 +280,9 @@ export function denseBatchFromWindows(
       const pending = new Set([...lifecycleCount.keys()].filter((c) => isLongRange(c) && lifecycleCount.get(c)! >= least));
       const f = new Map<number, number>();
       for (let j = a; j < end && pending.size > 0; j++) if (pending.has(coarse(h.itemId[j]!)) && !f.has(coarse(h.itemId[j]!))) f.set(coarse(h.itemId[j]!), j);
-      if (filtered) {
+      if (filtered || returnNewItems) {
         const g = new Map<number, number>();
-        for (const j of eligibleAt) if (f.has(coarse(h.itemId[j]!)) && !g.has(coarse(h.itemId[j]!))) g.set(coarse(h.itemId[j]!), j);
+        for (const j of returnNewItems ? newAt : eligibleAt) if (f.has(coarse(h.itemId[j]!)) && !g.has(coarse(h.itemId[j]!))) g.set(coarse(h.itemId[j]!), j);
         for (const [c, fc] of f) if (g.has(c)) returnsOf.push({ f: fc, g: g.get(c)! });
       } else for (const fc of f.values()) returnsOf.push({ f: fc, g: fc });
     }

@@ -21,7 +21,10 @@ export const command: Command = {
            interests = one slot per coarse interest (first Semantic-ID code), most frequent first
   gems objective: [--return-share q] (share of targets that are the next return of a dormant interest; 0 = next event)
            [--long-range-weight W] [--new-items] (every target an item new to the user, as served lists hold no seen items)
-           [--interest-targets] (every target an engaged event of an established interest: skips and exploration are not positives)`,
+           [--interest-targets] (every target an engaged event of an established interest: skips and exploration are not positives)
+           [--return-intent] (with --return-share: return targets get their own decoder intent; served as a reserved
+           share of the list, serving.reserveReturns / gems eval --reserve-returns)
+           [--return-new-items] (a return target is the returning interest's first new item)`,
   async run({ config, args, out, log }) {
     const kind = flagString(args, 'model', 'gems');
     const run = flagString(args, 'run', kind);
