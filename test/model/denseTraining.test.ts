@@ -136,6 +136,20 @@ describe('dense GEMs training', () => {
     expect(new Set(counts).size).toBeGreaterThan(1);
     expect(counts.reduce((x, y) => x + y, 0)).toBeGreaterThan(10); // ≈ 30 of 60 rows
     expect(counts.reduce((x, y) => x + y, 0)).toBeLessThan(50);
+    // returnNewItems: the return targets the returning interest's first new item (33 repeats an item of the
+    // lifecycle part, 35 is new); the next-event rows are untouched.
+    const items3 = [...items];
+    items3[33] = items3[1]!; // b's item seen at position 1
+    items3[35] = [...Array(24).keys()].map((k) => pick(b!, k)).find((x) => !items3.slice(0, 35).includes(x))!;
+    expect(items3[35]).toBeDefined();
+    const h3 = historyOf(7, items3);
+    const fresh = denseBatchFromWindows(ctx, [h3], w, { returnShare: 1, returnNewItems: true, trainEnd: Int32Array.of(40), seed: 1 });
+    for (let r = 0; r < 6; r++) expect(codeOf(fresh, r)).toEqual(codesOfItem(items3[35]!));
+    const firstEvent = denseBatchFromWindows(ctx, [h3], w, { returnShare: 1, trainEnd: Int32Array.of(40), seed: 1 });
+    for (let r = 0; r < 6; r++) expect(codeOf(firstEvent, r)).toEqual(codesOfItem(items3[33]!));
+    const someRows = denseBatchFromWindows(ctx, [h3], w, { returnShare: 0.5, returnNewItems: true, trainEnd: Int32Array.of(40), seed: 3 });
+    const plain3 = denseBatchFromWindows(ctx, [h3], w);
+    for (let r = 0; r < 6; r++) expect(codeOf(someRows, r)).toEqual(someRows.returnRows[r] ? codesOfItem(items3[35]!) : codeOf(plain3, r));
     // Misuse is refused.
     expect(() => denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5 })).toThrow(/trainEnd/);
     expect(() => denseBatchFromWindows(ctx, [h], w, { returnShare: 1.5, trainEnd: Int32Array.of(40) })).toThrow(/returnShare/);
