@@ -153,7 +153,7 @@ export const DEFAULT_CONFIG: GemsConfig = {
     checkpoint: '',
     reloadPollMs: 5000,
     coldStartMinEvents: 3,
-    reserveReturns: 0.3,
+    reserveReturns: 0,
   },
 };
 
