@@ -160,19 +160,22 @@ export function reserveReturns(main: UserRecommendations, returns: UserRecommend
   const scores: number[] = [];
   const codes: number[] = [];
   const taken = new Set<number>();
-  const next = [0, 0];
   const lists = [main, returns];
+  const next = [0, 0];
+  // The next item of list `from` not already in the list (its index), or -1 when the list has none left.
+  const nextFree = (from: number) => {
+    const list = lists[from]!;
+    while (next[from]! < list.items.length && taken.has(list.items[next[from]!]!)) next[from]!++;
+    return next[from]! < list.items.length ? next[from]! : -1;
+  };
   while (items.length < k) {
     const n = items.length + 1;
     let from = Math.floor(n * share) > Math.floor((n - 1) * share) ? 1 : 0;
-    if (next[from]! >= lists[from]!.items.length) from = 1 - from; // one list ran out: the other fills
+    let i = nextFree(from);
+    if (i < 0) i = nextFree((from = 1 - from)); // one list ran out: the other fills
+    if (i < 0) break;
     const list = lists[from]!;
-    while (next[from]! < list.items.length && taken.has(list.items[next[from]!]!)) next[from]!++;
-    if (next[from]! >= list.items.length) {
-      if (next[1 - from]! >= lists[1 - from]!.items.length) break;
-      continue;
-    }
-    const i = next[from]!++;
+    next[from] = i + 1;
     taken.add(list.items[i]!);
     items.push(list.items[i]!);
     scores.push(list.scores[i]!);

@@ -75,7 +75,7 @@ export interface GemsModelConfig {
    * Return intent: the decoder's BOS may carry one more learned vector (`dec.return`) that asks for a *return of a
    * dormant interest* instead of the next event. Trained on return targets (gems train --return-intent: the rows drawn
    * by --return-share carry it, the others are plain next-event rows), served as a reserved share of the list
-   * (recommend.ts rankWithReturns). Without it the two objectives share one distribution and the next event's beams
+   * (beam.ts reserveReturns). Without it the two objectives share one distribution and the next event's beams
    * crowd out the returns. Absent in older checkpoints = no intent.
    */
   returnIntent?: boolean;

@@ -286,7 +286,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const lastStage = model.hasIndexer ? 3 : 1;
   const dense = tc.dense && GemsModel.denseTrainable(mc);
   if (!dense && (tc.longRangeWeight ?? 1) !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
-  if (mc.returnIntent && !((tc.returnShare ?? 0) > 0)) throw new Error('a return-intent model needs return targets (returnShare > 0)');
+  if ((mc.returnIntent || tc.returnNewItems) && !((tc.returnShare ?? 0) > 0)) throw new Error('a return intent and new-item returns need return targets (returnShare > 0)');
   if (!dense && ((tc.returnShare ?? 0) > 0 || tc.newItems || tc.interestTargets)) throw new Error('return, new-item and interest targets need dense training (they replace targets of a window)');
   const longRangeLogged = (tc.longRangeWeight ?? 1) !== 1 || (tc.returnShare ?? 0) > 0;
   // Where each history's training events end (the windows' targets and return targets stay before it).
