@@ -273,7 +273,8 @@ export function denseBatchFromWindows(
     const filtered = newItems || interestTargets;
     // Returning interests: a code long-range for row i does not occur in [midStart, a + i], so its next occurrence
     // is its first one from a (f; the row must come before it). Per candidate code, f and the position its return
-    // targets (g: f, or with filtered targets the code's first eligible position); one forward scan serves every row.
+    // targets (g: f; with filtered targets the code's first eligible position; with returnNewItems its first new
+    // item); one forward scan serves every row.
     const returnsOf: { f: number; g: number }[] = [];
     if (rng) {
       const least = Math.max(1, returnMinShare * midStart);
