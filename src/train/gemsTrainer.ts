@@ -147,8 +147,15 @@ export function stageYieldsToLater(elapsedMin: number, epochMin: number, laterEp
   return elapsedMin + epochMin + laterEpochs * epochMin * LATER_STAGE_EPOCH_COST > maxMinutes;
 }
 
+/**
+ * The dense-training objective options (GemsTrainConfig keys, passed on to denseBatchFromWindows under the same
+ * names) with their off values: plain next-event training. A checkpoint records them; a resume must keep them.
+ */
+const OBJECTIVE_OFF = { longRangeWeight: 1, returnShare: 0, newItems: false, interestTargets: false, returnNewItems: false };
+type Objective = typeof OBJECTIVE_OFF;
+
 /** What a checkpoint's meta.train means when it lacks a key: the choice before the key existed. */
-const OLDER_CHECKPOINT_TRAIN_META: Record<string, unknown> = { lifecycleSource: 'chunk-mean', longRangeWeight: 1, returnShare: 0, newItems: false, interestTargets: false, returnNewItems: false };
+const OLDER_CHECKPOINT_TRAIN_META: Record<string, unknown> = { lifecycleSource: 'chunk-mean', ...OBJECTIVE_OFF };
 
 export interface TrainState {
   stage: 1 | 2 | 3;
@@ -250,7 +257,8 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const dataFp = dataFingerprintOf(histories);
   let state: TrainState = { stage: 1, epochInStage: 0, totalEpochs: 0, best: Infinity, bad: 0, done: false, history: [] };
   // The training objective is part of what a checkpoint is, like its lifecycle source: a resume must keep both.
-  const trainMeta = { ...(input.trainMeta ?? {}), longRangeWeight: tc.longRangeWeight ?? 1, returnShare: tc.returnShare ?? 0, newItems: tc.newItems ?? false, interestTargets: tc.interestTargets ?? false, returnNewItems: tc.returnNewItems ?? false };
+  const objective = Object.fromEntries(Object.entries(OBJECTIVE_OFF).map(([k, off]) => [k, tc[k as keyof Objective] ?? off])) as Objective;
+  const trainMeta = { ...(input.trainMeta ?? {}), ...objective };
   if (input.resume && isCheckpoint(lastDir)) {
     const ck = readCheckpoint(lastDir);
     if (ck.meta.dataFingerprint !== dataFp) throw new Error(`${lastDir}: trained on data ${ck.meta.dataFingerprint}, current data is ${dataFp}`);
@@ -285,10 +293,10 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const t0 = performance.now();
   const lastStage = model.hasIndexer ? 3 : 1;
   const dense = tc.dense && GemsModel.denseTrainable(mc);
-  if (!dense && (tc.longRangeWeight ?? 1) !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
-  if ((mc.returnIntent || tc.returnNewItems) && !((tc.returnShare ?? 0) > 0)) throw new Error('a return intent and new-item returns need return targets (returnShare > 0)');
-  if (!dense && ((tc.returnShare ?? 0) > 0 || tc.newItems || tc.interestTargets)) throw new Error('return, new-item and interest targets need dense training (they replace targets of a window)');
-  const longRangeLogged = (tc.longRangeWeight ?? 1) !== 1 || (tc.returnShare ?? 0) > 0;
+  if (!dense && objective.longRangeWeight !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
+  if ((mc.returnIntent || objective.returnNewItems) && !(objective.returnShare > 0)) throw new Error('a return intent and new-item returns need return targets (returnShare > 0)');
+  if (!dense && (objective.returnShare > 0 || objective.newItems || objective.interestTargets)) throw new Error('return, new-item and interest targets need dense training (they replace targets of a window)');
+  const longRangeLogged = objective.longRangeWeight !== 1 || objective.returnShare > 0;
   // Where each history's training events end (the windows' targets and return targets stay before it).
   const trainEnd = Int32Array.from(histories, (h, u) => trainingEnd(h, u, tc.heldOut, input.testStart));
   if (tc.dense && !dense) log.warn('dense training needs recentCausal, gapFrom prev and fusion ≠ shared: training one target per sample', { fusion: mc.fusion });
@@ -319,7 +327,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       let kl = 0;
       let loss: () => { total: tf.Scalar; nll: tf.Scalar; kl: tf.Scalar };
       if (dense) {
-        const d = denseBatchFromWindows(ctx, histories, part, { minInput: tc.minInput, longRangeWeight: tc.longRangeWeight, returnShare: tc.returnShare, newItems: tc.newItems, interestTargets: tc.interestTargets, returnNewItems: tc.returnNewItems, trainEnd, seed: epochSeed });
+        const d = denseBatchFromWindows(ctx, histories, part, { ...objective, minInput: tc.minInput, trainEnd, seed: epochSeed });
         if (d.targets === 0) {
           prog.tick(1);
           continue; // every target of these windows lacks a Semantic ID
