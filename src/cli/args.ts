@@ -68,8 +68,10 @@ export function flagNumber(args: ParsedArgs, name: string, fallback?: number): n
   return n;
 }
 
-export function flagBool(args: ParsedArgs, name: string): boolean {
+/** A boolean flag: `--name`, `--name true|1` (anything else is false); absent = `dflt`. */
+export function flagBool(args: ParsedArgs, name: string, dflt = false): boolean {
   const v = args.flags[name];
+  if (v === undefined) return dflt;
   return v === true || v === 'true' || v === '1';
 }
 

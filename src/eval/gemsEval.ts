@@ -28,6 +28,8 @@ export interface EvalAttention {
   selection?: IndexerSelection;
   /** Share of every list reserved for returning interests (BeamOptions.reserveReturns; return-intent models). */
   reserveReturns?: number;
+  /** Condition every level on the item being admissible (BeamOptions.renormalize). */
+  renormalize?: boolean;
 }
 
 export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts: { batchSize?: number; exclude?: (Set<number> | null)[]; task?: string } & EvalAttention): ListRun {
@@ -40,7 +42,7 @@ export function rankLists(loaded: LoadedGems, inputs: History[], k: number, opts
   for (let i = 0; i < inputs.length; i += bs) {
     const part = inputs.slice(i, i + bs);
     const batch = batchFromInputs(ctx, part);
-    const out = scoped(() => beamSearch(model, sid, model.encodeForSearch(batch, topK, opts.selection), { k, exclude: opts.exclude?.slice(i, i + bs), topK, selection: opts.selection, reserveReturns: opts.reserveReturns }));
+    const out = scoped(() => beamSearch(model, sid, model.encodeForSearch(batch, topK, opts.selection), { k, exclude: opts.exclude?.slice(i, i + bs), topK, selection: opts.selection, reserveReturns: opts.reserveReturns, renormalize: opts.renormalize }));
     for (const u of out.users) {
       items.push(u.items);
       codes.push(u.codes);

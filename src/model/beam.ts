@@ -53,6 +53,15 @@ export interface BeamOptions {
   reserveReturns?: number;
   /** This search asks for returns of dormant interests (the decoder's return intent). */
   returnIntent?: boolean;
+  /**
+   * Score each level's code conditioned on the item being admissible: a beam's next-code log-probabilities are
+   * renormalised over its admissible children (existing prefixes with an unexcluded item below them) before they
+   * are added, so the scores are log-probabilities over the admissible items. The model's per-level distributions
+   * keep mass on codes of seen items (it learns from every next event, repeats included) and on code paths no item
+   * has; conditioned on an unseen item, that mass goes to the remaining items of the same prefix. A user's heavily
+   * consumed interest then still offers its few unseen items at the interest's own weight.
+   */
+  renormalize?: boolean;
 }
 
 function disposeCache(c: DecoderCache): void {
@@ -259,10 +268,18 @@ function searchLevels(model: GemsModel, sid: SemanticIds, enc: EncodedStreams, o
           userBeams.forEach((beam, j) => {
             const row = (b * R + j) * K;
             const { codes: cc, nodes } = sid.trie.children(beam.node);
+            let norm = 0;
+            if (opts.renormalize) {
+              let mx = -Infinity;
+              for (let i = 0; i < cc.length; i++) if (admissible(b, nodes.start + i) > 0) mx = Math.max(mx, logp[row + cc[i]!]!);
+              let sum = 0;
+              for (let i = 0; i < cc.length; i++) if (admissible(b, nodes.start + i) > 0) sum += Math.exp(logp[row + cc[i]!]! - mx);
+              norm = mx + Math.log(sum);
+            }
             for (let i = 0; i < cc.length; i++) {
               const node = nodes.start + i;
               if (admissible(b, node) <= 0) continue;
-              candScore.push(beam.score + logp[row + cc[i]!]!);
+              candScore.push(beam.score + logp[row + cc[i]!]! - norm);
               candNode.push(node);
               candFrom.push(j);
               candCode.push(cc[i]!);

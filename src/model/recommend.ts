@@ -61,6 +61,8 @@ export interface RecommendOptions {
   selection?: IndexerSelection;
   /** Share of every list for returning interests (BeamOptions.reserveReturns; return-intent checkpoints). */
   reserveReturns?: number;
+  /** Condition every code level on the item being admissible (BeamOptions.renormalize; config serving.renormalize). */
+  renormalize?: boolean;
   /** When given, filled with the wall time of the phases (ms): input cutting, stream encoding, beam search. */
   timing?: { inputMs: number; encodeMs: number; searchMs: number };
 }
@@ -95,7 +97,7 @@ export function recommend(loaded: LoadedGems, inputs: History[], k: number, opti
     const t1 = performance.now();
     const enc = model.encodeForSearch(batch, topK, options.selection);
     const t2 = performance.now();
-    const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true, selection: options.selection, reserveReturns: options.reserveReturns });
+    const out = beamSearch(model, sid, enc, { k, beam: options.beam, exclude, topK, wantMass: true, selection: options.selection, reserveReturns: options.reserveReturns, renormalize: options.renormalize });
     if (options.timing) Object.assign(options.timing, { inputMs: t1 - t0, encodeMs: t2 - t1, searchMs: performance.now() - t2 });
     const names = model.enabledStreams;
     return out.users.map((u, b) => {

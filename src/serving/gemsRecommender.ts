@@ -53,6 +53,8 @@ export interface GemsRecommenderOptions {
   useMemories?: 'auto' | 'always' | 'never';
   /** Share of every list for returning interests, when the checkpoint has a return intent (config serving.reserveReturns). */
   reserveReturns?: number;
+  /** Condition every code level on the item being admissible (config serving.renormalize). */
+  renormalize?: boolean;
 }
 
 /** How the lifecycle stream of served users was obtained (a metric; also exported by the service's /metrics). */
@@ -83,6 +85,7 @@ export class GemsRecommender implements RecommenderModel {
   private lastFallbackLog = 0;
   /** The list share the return-intent search fills (0 for checkpoints without the intent). */
   readonly reserveReturns: number;
+  readonly renormalize: boolean;
 
   constructor(
     readonly loaded: LoadedGems,
@@ -95,6 +98,7 @@ export class GemsRecommender implements RecommenderModel {
     this.compressorVersion = typeof cv === 'string' ? cv : null;
     this.summarizer = new ServingSummarizer(loaded.summarizer);
     this.reserveReturns = loaded.model.cfg.returnIntent ? (opts.reserveReturns ?? 0) : 0;
+    this.renormalize = opts.renormalize ?? false;
     loaded.ctx = makeSampleContext(loaded.model.cfg, loaded.sid, this.summarizer);
   }
 
@@ -177,7 +181,7 @@ export class GemsRecommender implements RecommenderModel {
       });
       let recs;
       try {
-        recs = recommend(this.loaded, histories, k, { beam: first.options.beam, topK: first.options.indexerTopK, selection: first.options.indexerSelection, exclude, reserveReturns: this.reserveReturns });
+        recs = recommend(this.loaded, histories, k, { beam: first.options.beam, topK: first.options.indexerTopK, selection: first.options.indexerSelection, exclude, reserveReturns: this.reserveReturns, renormalize: this.renormalize });
       } finally {
         this.summarizer.current.clear();
       }

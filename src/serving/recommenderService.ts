@@ -544,8 +544,8 @@ export async function buildModel(
     const { initBackend } = await import('../compute/backend.js');
     await initBackend();
     const { GemsRecommender, HybridRecommender } = await import('./gemsRecommender.js');
-    const gems = GemsRecommender.load(dir, { reserveReturns: config.serving.reserveReturns });
-    log.info('serving GEMs checkpoint', { dir, version: gems.version, lifecycle: gems.useMemories ? 'memory' : 'history', coldStartMinEvents: config.serving.coldStartMinEvents, reserveReturns: gems.reserveReturns });
+    const gems = GemsRecommender.load(dir, { reserveReturns: config.serving.reserveReturns, renormalize: config.serving.renormalize });
+    log.info('serving GEMs checkpoint', { dir, version: gems.version, lifecycle: gems.useMemories ? 'memory' : 'history', coldStartMinEvents: config.serving.coldStartMinEvents, reserveReturns: gems.reserveReturns, renormalize: gems.renormalize });
     // The memories in the store are cut at streams.tMid: a model trained at another T_mid would read shifted streams.
     const trainedTMid = gems.loaded.meta.train['lifecycleTMid'];
     if (gems.useMemories && typeof trainedTMid === 'number' && trainedTMid !== config.streams.tMid) {

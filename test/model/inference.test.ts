@@ -47,6 +47,30 @@ describe('GEMs inference', () => {
     expect([...mixed!.items].sort()).toEqual(ITEM_IDS.slice(19));
   });
 
+  it('renormalize: scores are log-probabilities given an admissible item: they sum to 1 over those items, with or without exclusions', () => {
+    const { loaded } = setup();
+    // 14 seen of 24 items; beam 24 keeps every admissible prefix at every level, so the lists hold every admissible item.
+    const hs = Array.from({ length: 3 }, (_, u) => historyOf(u, Array.from({ length: 14 }, (_, i) => ITEM_IDS[(u * 5 + i * 7) % 24]!)));
+    const total = (scores: Float32Array) => scores.reduce((a, x) => a + Math.exp(x), 0);
+    const cond = recommend(loaded, hs, 10, { beam: 24, excludeSeen: true, topK: 3, renormalize: true });
+    const raw = recommend(loaded, hs, 10, { beam: 24, excludeSeen: true, topK: 3 });
+    cond.forEach((r, b) => {
+      expect(r.items.length).toBe(10);
+      expect([...r.items].sort()).toEqual([...raw[b]!.items].sort());
+      expect(total(r.scores)).toBeCloseTo(1, 4);
+      // The raw scores leave out the seen items' mass, so they sum to less; each item only gains.
+      expect(total(raw[b]!.scores)).toBeLessThan(0.9);
+      const rawScore = new Map(Array.from(raw[b]!.items, (it, i) => [it, raw[b]!.scores[i]!] as const));
+      r.items.forEach((it, i) => expect(r.scores[i]!).toBeGreaterThanOrEqual(rawScore.get(it)! - 1e-5));
+    });
+    // Nothing excluded: the catalogue's items alone (24 of the 4³ code paths exist) still get the whole mass.
+    const all = recommend(loaded, ringHistories(2, 20), 24, { beam: 24, topK: 3, renormalize: true });
+    for (const r of all) {
+      expect(r.items.length).toBe(24);
+      expect(total(r.scores)).toBeCloseTo(1, 4);
+    }
+  });
+
   it('attention mass is over the streams actually used: empty streams get 0, the rest sum to 1', () => {
     const { loaded, cfg } = setup();
     // 3 events < tRecent (4): only the recent stream has input.

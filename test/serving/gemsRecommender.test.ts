@@ -1,5 +1,6 @@
-// The served list of a return-intent checkpoint: GemsRecommender applies serving.reserveReturns (the same list
-// policy as `gems eval --reserve-returns`), and ignores it for checkpoints without the intent. A tiny in-memory
+// The served list policies: GemsRecommender applies serving.reserveReturns to a return-intent checkpoint (the same
+// list policy as `gems eval --reserve-returns`) and ignores it for checkpoints without the intent, and it applies
+// serving.renormalize (the beam conditioned on an admissible item, as `gems eval --renormalize`). A tiny in-memory
 // model stands in for a trained checkpoint (the policy, not the training, is under test; the gRPC path is covered
 // by recommenderService.test.ts).
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -30,5 +31,20 @@ describe('GemsRecommender list policy', () => {
     served.forEach((s, i) => expect(Array.from(s.items)).toEqual(Array.from(want[i]!.items)));
     expect(served.map((s) => Array.from(s.items))).not.toEqual(plain.map((p) => Array.from(p.items)));
     expect(new GemsRecommender(asCheckpoint(tinyModel()), { reserveReturns: 0.5 }).reserveReturns).toBe(0);
+  });
+
+  it('serving.renormalize: the served scores are the renormalised beam of recommend', async () => {
+    const hs = ringHistories(2, 30);
+    const tiny = tinyModel();
+    const loaded = { ...tiny.loaded, meta: { train: {}, createdAt: 'test' } as unknown as CheckpointMeta };
+    const input = (i: number) => ({ userId: hs[i]!.userId, k: 6, streams: cutStreams(hs[i]!, tiny.cfg.tRecent, tiny.cfg.tMid), memory: null, options: { excludeSeen: true, indexerTopK: 0 } });
+    const served = await new GemsRecommender(loaded, { renormalize: true }).recommendBatch([input(0), input(1)]);
+    const want = recommend(loaded, hs, 6, { topK: 0, excludeSeen: true, renormalize: true });
+    const plain = recommend(loaded, hs, 6, { topK: 0, excludeSeen: true });
+    served.forEach((s, i) => {
+      expect(Array.from(s.items)).toEqual(Array.from(want[i]!.items));
+      expect(Array.from(s.scores)).toEqual(Array.from(want[i]!.scores));
+    });
+    expect(served.map((s) => Array.from(s.scores))).not.toEqual(plain.map((p) => Array.from(p.scores)));
   });
 });

@@ -31,6 +31,8 @@ export const command: Command = {
           or each beam its own)
           [--unfiltered] (lifelong: keep the user's seen items in the ranking; default filters them, as serving)
           [--reserve-returns ρ] (return-intent models: share of every list filled by a search for returning interests)
+          [--renormalize [true|false]] (GEMs beam: every code level conditioned on the item being admissible, i.e.
+          unseen; default serving.renormalize)
   A run name resolves to <dataDir>/checkpoints/<run>/best. Results: <out>/<name>.json and .md
   (default out: <dataDir>/runs/<first run name>).`,
   async run({ config, args, out, log }) {
@@ -49,6 +51,8 @@ export const command: Command = {
     if (args.flags['top-k'] !== undefined) attention.topK = flagNumber(args, 'top-k');
     // --reserve-returns ρ: a return-intent model's list policy (share of the list for returning interests).
     if (args.flags['reserve-returns'] !== undefined) attention.reserveReturns = flagNumber(args, 'reserve-returns');
+    // --renormalize [true|false]: condition every code level on the item being admissible (default: as served).
+    attention.renormalize = flagBool(args, 'renormalize', config.serving.renormalize);
     if (args.flags['indexer-selection'] !== undefined) {
       const sel = flagString(args, 'indexer-selection');
       if (!isIndexerSelection(sel)) throw new UsageError(`--indexer-selection must be ${INDEXER_SELECTIONS.join('|')}, got '${sel}'`);
@@ -106,8 +110,8 @@ export const command: Command = {
         command: `gems ${process.argv.slice(2).join(' ')}`,
         protocol:
           protocol === 'loo'
-            ? 'Leave-one-out (last item = test, second-to-last = validation), ranking over all items; "filtered" removes the items of the input history from the ranking (HSTU default), "unfiltered" keeps them. Published rows: generative-recommenders README (filtered protocol).'
-            : `Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K)${filterSeen ? ', the user\'s seen items filtered (as serving; the generator\'s targets are unseen items)' : ', seen items NOT filtered (--unfiltered)'}; HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator's dormant flag.${attention.reserveReturns ? ` List policy: a share ${attention.reserveReturns} of every list prefix holds the return-intent search's items (--reserve-returns).` : ''}`,
+            ? `Leave-one-out (last item = test, second-to-last = validation), ranking over all items; "filtered" removes the items of the input history from the ranking (HSTU default), "unfiltered" keeps them. Published rows: generative-recommenders README (filtered protocol).${attention.renormalize ? ' Filtered beam scores conditioned on an admissible item at every code level (--renormalize).' : ''}`
+            : `Generated lifelong set: per truth target, input = the history before it; Recall/NDCG@K over the beam list (beam width = max K)${filterSeen ? ', the user\'s seen items filtered (as serving; the generator\'s targets are unseen items)' : ', seen items NOT filtered (--unfiltered)'}; HRecall@Lℓ@K = share of targets whose first ℓ codes appear among the first K beams. Split by the generator's dormant flag.${attention.reserveReturns ? ` List policy: a share ${attention.reserveReturns} of every list prefix holds the return-intent search's items (--reserve-returns).` : ''}${attention.renormalize ? ' Beam scores conditioned on an admissible (unseen) item at every code level (--renormalize).' : ''}`,
         rows: allRows,
         details,
         createdAt: new Date().toISOString(),

@@ -14,7 +14,7 @@ import { loadSasRec } from '../../train/sasrecTrainer.js';
 
 export const command: Command = {
   summary: 'recommend items for a user from a trained checkpoint (titles, scores, SIDs, stream attention)',
-  usage: `gems recommend --user U [-k K | --k K] [--run NAME | --checkpoint DIR] [--beam N] [--exclude-seen] [--json]
+  usage: `gems recommend --user U [-k K | --k K] [--run NAME | --checkpoint DIR] [--beam N] [--exclude-seen] [--renormalize [true|false]] [--json]
   Default checkpoint: <dataDir>/checkpoints/gems/best.`,
   async run({ config, args, out }) {
     const user = flagNumber(args, 'user');
@@ -36,7 +36,12 @@ export const command: Command = {
       let mass: Record<string, number> = {};
       if (kind === 'gems') {
         const loaded = loadGems(dir, checkpointLifecycleSummarizer(dir));
-        const [r] = recommend(loaded, [history], k, { beam: flagNumber(args, 'beam', k), excludeSeen: flagBool(args, 'exclude-seen') });
+        const [r] = recommend(loaded, [history], k, {
+          beam: flagNumber(args, 'beam', k),
+          excludeSeen: flagBool(args, 'exclude-seen'),
+          reserveReturns: loaded.model.cfg.returnIntent ? config.serving.reserveReturns : 0,
+          renormalize: flagBool(args, 'renormalize', config.serving.renormalize),
+        });
         const W = loaded.model.W;
         rows = Array.from(r!.items, (item, i) => ({ item, score: r!.scores[i]!, sid: Array.from(r!.sids.subarray(i * W, i * W + W)) }));
         mass = r!.attentionMass as Record<string, number>;
