@@ -3,8 +3,9 @@
 //  - training with --lifecycle-source memory records the source and the compressor version in the checkpoint;
 //  - the summary training computes for a user's full lifecycle equals the memory `gems compress` stored (≤ 1e-4);
 //  - the served model reads the stored memory (lifecycle_source memory), and computes it from the events when the
-//    user has none or it was made by another compressor version.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+//    user has none or it was made by another compressor version;
+//  - `gems eval --max-users N` on the generated set evaluates the first N users that have truth targets.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +21,7 @@ import { openMemoryStore } from '../../src/lifecycle/openMemoryStore.js';
 import { GemsRecommender } from '../../src/serving/gemsRecommender.js';
 import type { RecommendInput } from '../../src/serving/recommender.js';
 import { checkpointLifecycleSummarizer, parseLifecycleSource } from '../../src/train/lifecycleSource.js';
+import { generatedPaths } from '../../src/data/generator/write.js';
 import { setLogSink } from '../../src/util/log.js';
 
 const T_RECENT = 8;
@@ -134,4 +136,24 @@ describe('GEMs on lifecycle memories', () => {
       gems.dispose();
     }
   });
+
+  it('gems eval --max-users N evaluates the first N users with truth targets, not the first N of the store', async () => {
+    const truthPath = generatedPaths(root).truth;
+    const original = readFileSync(truthPath, 'utf8');
+    try {
+      // As in a held-out data dir whose store also holds the training users: the lowest ids have no targets.
+      const lines = original.split('\n').filter((l) => l.trim());
+      const userOf = (l: string) => (JSON.parse(l) as { user_id: number }).user_id;
+      const ids = [...new Set(lines.map(userOf))].sort((a, b) => a - b);
+      const kept = lines.filter((l) => userOf(l) >= ids[4]!);
+      writeFileSync(truthPath, kept.join('\n') + '\n');
+      const want = kept.filter((l) => ids.slice(4, 7).includes(userOf(l))).length;
+      const out = await cli('eval', '--run', 'mem', '--max-users', '3', '--name', 'max3');
+      const overall = out.map((l) => JSON.parse(l) as { model?: string; targets?: number }).find((r) => r.model?.endsWith('all targets'));
+      expect(want).toBeGreaterThan(0);
+      expect(overall?.targets).toBe(want);
+    } finally {
+      writeFileSync(truthPath, original);
+    }
+  }, 60_000);
 });

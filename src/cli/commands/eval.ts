@@ -23,7 +23,8 @@ import type { History } from '../../data/events.js';
 export const command: Command = {
   summary: 'evaluate checkpoints (leave-one-out HR/NDCG filtered+unfiltered, or the lifelong Recall/NDCG/HRecall)',
   usage: `gems eval --checkpoint DIR [--checkpoint DIR …] | --run NAME [--run NAME …]
-          [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N]
+          [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N] (lifelong: the
+          first N users with truth targets)
           [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
           [--top-k N] (GEMs mid-term indexer top-k; 0 = full attention; default: what serving uses)
           [--indexer-selection shared|request|user|query] (one top-k set per user chosen by the first decoder layer
@@ -61,8 +62,17 @@ export const command: Command = {
     await initBackend();
     const rows: ResultRow[] = [];
     const details: Record<string, unknown> = { checkpoints: dirs, split, protocol, ...(protocol === 'lifelong' ? { filterSeen } : {}) };
+    // Lifelong: only the users with truth targets are read (--max-users N: the first N of them, by id), so a data
+    // dir whose store also holds the training users evaluates the targets it has.
+    let truth = protocol === 'lifelong' ? readTruth(generatedPaths(config.dataDir).truth) : null;
+    let targetUsers: number[] | undefined;
+    if (truth) {
+      targetUsers = [...new Set(truth.map((t) => t.userId))].sort((a, b) => a - b).slice(0, maxUsers);
+      const keep = new Set(targetUsers);
+      truth = truth.filter((t) => keep.has(t.userId));
+    }
     let histories: History[] | null = null;
-    const getHistories = async () => (histories ??= await loadHistories(config, { maxUsers }));
+    const getHistories = async () => (histories ??= await loadHistories(config, targetUsers ? { userIds: targetUsers } : { maxUsers }));
     for (const dir of dirs) {
       const meta = readCheckpoint(dir).meta;
       const label = flagList(args, 'label')[dirs.indexOf(dir)] ?? `${meta.kind} ${basename(dirname(dir))}`;
@@ -88,9 +98,8 @@ export const command: Command = {
           rows.push({ name: `${label} (filtered)`, metrics: res.filtered }, { name: `${label} (unfiltered)`, metrics: res.unfiltered });
           details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
         } else {
-          const truth = readTruth(generatedPaths(config.dataDir).truth);
           const byUser = new Map(hs.map((h) => [h.userId, h] as const));
-          const res = evaluateLifelong(loaded, byUser, truth, [10, 100, 500], { batchSize: flagNumber(args, 'batch', 8), filterSeen, ...attention });
+          const res = evaluateLifelong(loaded, byUser, truth!, [10, 100, 500], { batchSize: flagNumber(args, 'batch', 8), filterSeen, ...attention });
           rows.push({ name: `${label} all targets`, metrics: res.overall }, { name: `${label} dormant`, metrics: res.dormant }, { name: `${label} current`, metrics: res.current });
           details[dir] = { seconds: res.seconds, modelConfig: meta.modelConfig };
         }
