@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -108,5 +108,14 @@ describe('GEMs training', () => {
     res.model.params.dispose();
     more.model.params.dispose();
     expect(tf.memory().numTensors).toBeLessThan(5000);
+  });
+
+  it('refuses a return intent or new-item returns without return targets (returnShare 0), before any epoch', async () => {
+    const sid = fixtureSid();
+    const base = { histories: ringHistories(2, 20), sid, summarizer: new ChunkMeanSummarizer(sid, tinyConfig().lifecycle.slots), train: baseTrain({}) };
+    const runDir = tmp();
+    await expect(trainGems({ ...base, modelConfig: tinyConfig({ returnIntent: true }), runDir })).rejects.toThrow(/need return targets \(returnShare > 0\)/);
+    await expect(trainGems({ ...base, modelConfig: tinyConfig(), train: { ...base.train, returnNewItems: true }, runDir })).rejects.toThrow(/need return targets/);
+    expect(existsSync(join(runDir, 'last'))).toBe(false);
   });
 });
