@@ -298,11 +298,13 @@ export function denseBatchFromWindows(
       const r = b * T + (T - n) + i;
       const at = toReturn ? returnAt : !filtered ? a + i + 1 : nextEligible < eligibleAt.length ? eligibleAt[nextEligible]! : -1;
       if (at < 0) continue; // no eligible target before the held-out events
-      if (toReturn) returns++;
       const row = sid.rowOf(h.itemId[at]!);
       if (row < 0) continue;
       targetMask[r] = 1;
-      if (toReturn) returnRows[r] = 1;
+      if (toReturn) {
+        returnRows[r] = 1;
+        returns++;
+      }
       targetCodes.set(sid.codes.subarray(row * W, row * W + W), r * W);
       targets++;
       if (visible && isLongRange(sid.codes[row * W]!)) {
