@@ -268,17 +268,16 @@ function searchLevels(model: GemsModel, sid: SemanticIds, enc: EncodedStreams, o
           userBeams.forEach((beam, j) => {
             const row = (b * R + j) * K;
             const { codes: cc, nodes } = sid.trie.children(beam.node);
+            const live: number[] = [];
+            for (let i = 0; i < cc.length; i++) if (admissible(b, nodes.start + i) > 0) live.push(i);
+            // log Σ p over the admissible children (log-sum-exp), subtracted when conditioning on them.
             let norm = 0;
-            if (opts.renormalize) {
-              let mx = -Infinity;
-              for (let i = 0; i < cc.length; i++) if (admissible(b, nodes.start + i) > 0) mx = Math.max(mx, logp[row + cc[i]!]!);
-              let sum = 0;
-              for (let i = 0; i < cc.length; i++) if (admissible(b, nodes.start + i) > 0) sum += Math.exp(logp[row + cc[i]!]! - mx);
-              norm = mx + Math.log(sum);
+            if (opts.renormalize && live.length > 0) {
+              const mx = Math.max(...live.map((i) => logp[row + cc[i]!]!));
+              norm = mx + Math.log(live.reduce((sum, i) => sum + Math.exp(logp[row + cc[i]!]! - mx), 0));
             }
-            for (let i = 0; i < cc.length; i++) {
+            for (const i of live) {
               const node = nodes.start + i;
-              if (admissible(b, node) <= 0) continue;
               candScore.push(beam.score + logp[row + cc[i]!]! - norm);
               candNode.push(node);
               candFrom.push(j);
