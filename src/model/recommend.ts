@@ -108,6 +108,11 @@ export function recommend(loaded: LoadedGems, inputs: History[], k: number, opti
   });
 }
 
+/** The list share a checkpoint serves for returning interests: the configured share with a return intent, else 0. */
+export function servedReturnShare(loaded: Pick<LoadedGems, 'model'>, share: number): number {
+  return loaded.model.cfg.returnIntent ? share : 0;
+}
+
 /**
  * The indexer top-k a checkpoint serves with: the configured k once its training reached stage 2 (from then on the
  * indexer imitates full attention), else 0 = full mid-term attention, because an untrained indexer picks keys at

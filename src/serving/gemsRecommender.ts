@@ -12,7 +12,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { History } from '../data/events.js';
 import type { LifecycleSummarizer, LifecycleSummary } from '../model/features.js';
-import { loadGems, recommend, type LoadedGems } from '../model/recommend.js';
+import { loadGems, recommend, servedReturnShare, type LoadedGems } from '../model/recommend.js';
 import { makeSampleContext } from '../train/samples.js';
 import { checkpointLifecycleSummarizer } from '../train/lifecycleSource.js';
 import { logger } from '../util/log.js';
@@ -85,6 +85,7 @@ export class GemsRecommender implements RecommenderModel {
   private lastFallbackLog = 0;
   /** The list share the return-intent search fills (0 for checkpoints without the intent). */
   readonly reserveReturns: number;
+  /** Beam scores conditioned on an admissible (unseen) item (config serving.renormalize). */
   readonly renormalize: boolean;
 
   constructor(
@@ -97,7 +98,7 @@ export class GemsRecommender implements RecommenderModel {
     const cv = loaded.meta.train['compressorVersion'];
     this.compressorVersion = typeof cv === 'string' ? cv : null;
     this.summarizer = new ServingSummarizer(loaded.summarizer);
-    this.reserveReturns = loaded.model.cfg.returnIntent ? (opts.reserveReturns ?? 0) : 0;
+    this.reserveReturns = servedReturnShare(loaded, opts.reserveReturns ?? 0);
     this.renormalize = opts.renormalize ?? false;
     loaded.ctx = makeSampleContext(loaded.model.cfg, loaded.sid, this.summarizer);
   }

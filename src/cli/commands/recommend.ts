@@ -7,7 +7,7 @@ import type { Command } from '../command.js';
 import { initBackend } from '../../compute/backend.js';
 import { resolvedPaths } from '../../config/config.js';
 import { openHistoryStore } from '../../data/parquetHistoryStore.js';
-import { loadGems, recommend } from '../../model/recommend.js';
+import { loadGems, recommend, servedReturnShare } from '../../model/recommend.js';
 import { readCheckpoint } from '../../train/checkpoint.js';
 import { checkpointLifecycleSummarizer } from '../../train/lifecycleSource.js';
 import { loadSasRec } from '../../train/sasrecTrainer.js';
@@ -39,7 +39,7 @@ export const command: Command = {
         const [r] = recommend(loaded, [history], k, {
           beam: flagNumber(args, 'beam', k),
           excludeSeen: flagBool(args, 'exclude-seen'),
-          reserveReturns: loaded.model.cfg.returnIntent ? config.serving.reserveReturns : 0,
+          reserveReturns: servedReturnShare(loaded, config.serving.reserveReturns),
           renormalize: flagBool(args, 'renormalize', config.serving.renormalize),
         });
         const W = loaded.model.W;
