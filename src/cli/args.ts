@@ -81,3 +81,21 @@ export function flagList(args: ParsedArgs, name: string): string[] {
   if (v === true) throw new UsageError(`--${name} needs a value`);
   return Array.isArray(v) ? v : [v];
 }
+
+/** An inclusive id range `--name FROM..TO` (`FROM..` and `..TO` leave one end open); undefined when absent. */
+export function flagIdRange(args: ParsedArgs, name: string): IdRange | undefined {
+  if (args.flags[name] === undefined) return undefined;
+  const v = flagString(args, name);
+  const m = /^(\d*)\.\.(\d*)$/.exec(v.trim());
+  if (!m || (m[1] === '' && m[2] === '')) throw new UsageError(`--${name} must be FROM..TO (user ids, either end may be left open), got '${v}'`);
+  const range = { from: m[1] === '' ? 0 : Number(m[1]), to: m[2] === '' ? Number.MAX_SAFE_INTEGER : Number(m[2]) };
+  if (range.from > range.to) throw new UsageError(`--${name}: ${range.from} is after ${range.to}`);
+  return range;
+}
+
+export interface IdRange {
+  from: number;
+  to: number;
+}
+
+export const inIdRange = (id: number, r: IdRange | undefined): boolean => r === undefined || (id >= r.from && id <= r.to);

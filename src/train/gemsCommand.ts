@@ -2,7 +2,7 @@
 // plus flags, runs the three-stage training and writes checkpoints under <dataDir>/checkpoints/<run>/.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { flagBool, flagList, flagNumber, flagString, UsageError } from '../cli/args.js';
+import { flagBool, flagIdRange, flagList, flagNumber, flagString, UsageError } from '../cli/args.js';
 import type { CommandContext } from '../cli/command.js';
 import type { GemsConfig } from '../config/config.js';
 import { generatedPaths } from '../data/generator/write.js';
@@ -90,7 +90,8 @@ export function buildModelConfig(
 export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): Promise<number> {
   const { config, args, out, log } = ctx;
   const sid = await loadSid(config, args.flags['tokenizer-version'] ? flagNumber(args, 'tokenizer-version') : undefined);
-  const histories = await loadHistories(config, { maxUsers: args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined });
+  // --user-ids FROM..TO: train on these users only (held-out users of the same store stay unseen).
+  const histories = await loadHistories(config, { maxUsers: args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined, userRange: flagIdRange(args, 'user-ids') });
   const truthPath = generatedPaths(config.dataDir).truth;
   const protocol = flagString(args, 'protocol', existsSync(truthPath) ? 'lifelong' : 'loo');
   const testStart = protocol === 'lifelong' ? testStartOf(histories, readTruth(truthPath)) : undefined;

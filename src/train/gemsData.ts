@@ -7,6 +7,7 @@ import { Database } from '../data/db.js';
 import type { History } from '../data/events.js';
 import type { LifelongTarget } from '../eval/gemsEval.js';
 import type { SemanticIds } from '../model/sid.js';
+import { inIdRange, type IdRange } from '../cli/args.js';
 import { logger, progress } from '../util/log.js';
 
 const log = logger('train.data');
@@ -29,14 +30,22 @@ export async function loadSid(config: GemsConfig, version?: number): Promise<Sem
   }
 }
 
-export async function loadHistories(config: GemsConfig, opts: { maxUsers?: number; userIds?: number[] } = {}): Promise<History[]> {
+/**
+ * Users' histories from the history store, in user order: all users, the given `userIds`, or those in `userRange`
+ * (the users a run trains or evaluates on, e.g. training users 1..300 and held-out users 301..1000 of one store);
+ * `maxUsers` stops after that many.
+ */
+export async function loadHistories(config: GemsConfig, opts: { maxUsers?: number; userIds?: number[]; userRange?: IdRange } = {}): Promise<History[]> {
   const { openHistoryStore } = await import('../data/parquetHistoryStore.js');
   const store = await openHistoryStore(config, { readOnly: true });
   try {
-    const total = opts.userIds?.length ?? (await store.userIds()).length;
+    const range = opts.userRange;
+    const userIds = opts.userIds ?? (range ? Array.from(await store.userIds()).filter((u) => inIdRange(u, range)) : undefined);
+    if (userIds && userIds.length === 0) throw new Error(`the history store in ${config.dataDir} has no users with ids ${range!.from}..${range!.to}`);
+    const total = userIds?.length ?? (await store.userIds()).length;
     const prog = progress(log, 'reading histories', Math.min(total, opts.maxUsers ?? total), 'users');
     const out: History[] = [];
-    for await (const h of store.scanHistories(opts.userIds ? { userIds: opts.userIds } : {})) {
+    for await (const h of store.scanHistories(userIds ? { userIds } : {})) {
       if (h.length > 0) out.push(h);
       prog.tick();
       if (opts.maxUsers && out.length >= opts.maxUsers) break;

@@ -1,7 +1,7 @@
 // The lifelong generator: determinism, heavy-tailed lengths, dormant-interest targets that are visible only in
 // the lifecycle stream, truth consistent with events, increasing timestamps, affinity signal; and the real
 // history store + CLI round trip (DuckDB + Parquet in a temp data dir).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import {
   type LifelongOptions,
   type TruthRecord,
 } from '../../src/data/generator/lifelong.js';
-import { generatedPaths, plannedEvents, readTruth, writeLifelong } from '../../src/data/generator/write.js';
+import { generatedPaths, plannedEvents, readTruth, writeLifelong, type GeneratedManifest } from '../../src/data/generator/write.js';
 import { LABEL } from '../../src/data/events.js';
 import { Rng } from '../../src/util/random.js';
 import { loadConfig } from '../../src/config/config.js';
@@ -365,6 +365,57 @@ describe('through the history store and the CLI', () => {
       expect(logs.join('\n')).toMatch(/already holds user 1/);
       expect(await runCli(['generate', 'lifelong', '--scale', '-1', '--data-dir', dataDir], (l) => lines.push(l))).toBe(2);
       expect(await runCli(['generate', 'other', '--data-dir', dataDir], (l) => lines.push(l))).toBe(2);
+    } finally {
+      setLogSink(prevSink);
+    }
+  });
+
+  it('gems generate lifelong --first-user: another user range keeps the truth and interests of the users already there', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'gems-gen-add-'));
+    tmpDirs.push(dataDir);
+    const paths = generatedPaths(dataDir);
+    const logs: string[] = [];
+    const prevSink = setLogSink((l) => logs.push(l));
+    const gen = (...extra: string[]) =>
+      runCli(['generate', 'lifelong', '--users', '5', '--scale', '0.01', '--items', '1000', '--clusters', '50', '--seed', '9', '--data-dir', dataDir, ...extra], () => {});
+    const lines = (p: string) => readFileSync(p, 'utf8').split('\n').filter((l) => l.trim());
+    const userOf = (l: string) => (JSON.parse(l) as { user_id: number }).user_id;
+    try {
+      // Held-out users first (ids 6..8), then the training users 1..5 into the same data dir.
+      expect(await gen('--first-user', '6', '--users', '3')).toBe(0);
+      const heldOut = { truth: lines(paths.truth), users: lines(paths.users) };
+      expect(await gen()).toBe(0);
+      const truth = lines(paths.truth);
+      expect(truth.map(userOf)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      expect(truth.slice(5)).toEqual(heldOut.truth);
+      expect(lines(paths.users).slice(5)).toEqual(heldOut.users);
+      expect(readTruth(paths.truth)).toHaveLength(8);
+      const manifest = JSON.parse(readFileSync(paths.manifest, 'utf8')) as GeneratedManifest;
+      expect(manifest.options.firstUserId).toBe(1);
+      expect(manifest.users).toBe(5);
+      expect(manifest.files).toEqual({ users: 8, targets: 8, dormant_targets: readTruth(paths.truth).filter((t) => t.dormant).length });
+      expect(manifest.earlier_runs?.map((r) => [r.options.firstUserId, r.users])).toEqual([[6, 3]]);
+
+      // A malformed earlier truth file stops the next run before it writes anything, naming the file and line.
+      const config = loadConfig({ flags: { dataDir }, env: {} });
+      const eventsBefore = await (async () => {
+        const store = await openHistoryStore(config, { readOnly: true });
+        try {
+          return (await store.stats()).events;
+        } finally {
+          await store.close();
+        }
+      })();
+      writeFileSync(paths.truth, truth[0] + '\n{"user_id": "two"}\n');
+      expect(await gen('--first-user', '20', '--users', '2')).not.toBe(0);
+      expect(logs.join('\n')).toMatch(/truth\.jsonl:2: field user_id must be an integer/);
+      const store = await openHistoryStore(config, { readOnly: true });
+      try {
+        expect((await store.stats()).events).toBe(eventsBefore);
+      } finally {
+        await store.close();
+      }
+      expect(lines(paths.users).map(userOf)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     } finally {
       setLogSink(prevSink);
     }

@@ -4,7 +4,9 @@
 //  - the summary training computes for a user's full lifecycle equals the memory `gems compress` stored (≤ 1e-4);
 //  - the served model reads the stored memory (lifecycle_source memory), and computes it from the events when the
 //    user has none or it was made by another compressor version;
-//  - `gems eval --max-users N` on the generated set evaluates the first N users that have truth targets.
+//  - `gems eval --max-users N` on the generated set evaluates the first N users that have truth targets;
+//  - `--user-ids FROM..TO` splits one store's users: `gems train` trains on that range only, `gems eval` evaluates
+//    the targets of that range only.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +24,9 @@ import { GemsRecommender } from '../../src/serving/gemsRecommender.js';
 import type { RecommendInput } from '../../src/serving/recommender.js';
 import { checkpointLifecycleSummarizer, parseLifecycleSource } from '../../src/train/lifecycleSource.js';
 import { generatedPaths } from '../../src/data/generator/write.js';
+import { readCheckpoint } from '../../src/train/checkpoint.js';
+import { loadHistories } from '../../src/train/gemsData.js';
+import { dataFingerprintOf } from '../../src/train/gemsTrainer.js';
 import { setLogSink } from '../../src/util/log.js';
 
 const T_RECENT = 8;
@@ -156,4 +161,27 @@ describe('GEMs on lifecycle memories', () => {
       writeFileSync(truthPath, original);
     }
   }, 60_000);
+
+  it('--user-ids FROM..TO: gems train trains on those users only and gems eval evaluates only their targets', async () => {
+    // Users 1..16 in the store: train on 1..10, evaluate 11..16 (the held-out split of one store).
+    await cli('train', '--model', 'gems', '--run', 'range', '--preset', 'tiny', '--epochs', '1', '--epochs2', '0', '--epochs3', '0', '--targets-per-user', '1', '--user-ids', '1..10');
+    const trained = await loadHistories(config, { userRange: { from: 1, to: 10 } });
+    expect(trained.map((h) => h.userId)).toEqual(histories.filter((h) => h.userId <= 10).map((h) => h.userId));
+    const meta = readCheckpoint(join(root, 'checkpoints', 'range', 'best')).meta;
+    expect(meta.dataFingerprint).toBe(dataFingerprintOf(trained));
+    expect(meta.dataFingerprint).not.toBe(dataFingerprintOf(histories));
+
+    const truth = readFileSync(generatedPaths(root).truth, 'utf8').split('\n').filter((l) => l.trim());
+    const want = truth.filter((l) => (JSON.parse(l) as { user_id: number }).user_id >= 11).length;
+    const out = await cli('eval', '--run', 'range', '--user-ids', '11..', '--name', 'held-out');
+    const overall = out.map((l) => JSON.parse(l) as { model?: string; targets?: number }).find((r) => r.model?.endsWith('all targets'));
+    expect(want).toBeGreaterThan(0);
+    expect(want).toBeLessThan(truth.length);
+    expect(overall?.targets).toBe(want);
+    // A range without targets, or a malformed one, is a usage error naming the flag.
+    await expect(cli('eval', '--run', 'range', '--user-ids', '900..999')).rejects.toThrow(/exited 2/);
+    expect(logs.some((l) => l.includes('no truth targets for users 900..999'))).toBe(true);
+    await expect(cli('eval', '--run', 'range', '--user-ids', '11-16')).rejects.toThrow(/exited 2/);
+    expect(logs.some((l) => l.includes('--user-ids must be FROM..TO'))).toBe(true);
+  }, 120_000);
 });

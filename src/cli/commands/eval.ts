@@ -3,7 +3,7 @@
 //   --protocol lifelong   generated set: Recall/NDCG@10/100/500 + HRecall@Level, split dormant/current
 import { basename, dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { flagBool, flagList, flagNumber, flagString, UsageError } from '../args.js';
+import { flagBool, flagIdRange, flagList, flagNumber, flagString, inIdRange, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { initBackend } from '../../compute/backend.js';
 import { resolvedPaths } from '../../config/config.js';
@@ -24,7 +24,7 @@ export const command: Command = {
   summary: 'evaluate checkpoints (leave-one-out HR/NDCG filtered+unfiltered, or the lifelong Recall/NDCG/HRecall)',
   usage: `gems eval --checkpoint DIR [--checkpoint DIR …] | --run NAME [--run NAME …]
           [--protocol loo|lifelong] [--split test|valid] [--name REPORT] [--out DIR] [--max-users N] (lifelong: the
-          first N users with truth targets)
+          first N users with truth targets) [--user-ids FROM..TO] (only these users, e.g. the held-out ones)
           [--sequences-csv FILE] (sasrec: read sequences from this CSV instead of the history store)
           [--top-k N] (GEMs mid-term indexer top-k; 0 = full attention; default: what serving uses)
           [--indexer-selection shared|request|user|query] (one top-k set per user chosen by the first decoder layer
@@ -45,6 +45,7 @@ export const command: Command = {
     if (split !== 'test' && split !== 'valid') throw new UsageError(`--split must be test or valid`);
     const protocol = flagString(args, 'protocol', existsSync(generatedPaths(config.dataDir).truth) ? 'lifelong' : 'loo');
     const maxUsers = args.flags['max-users'] ? flagNumber(args, 'max-users') : undefined;
+    const userRange = flagIdRange(args, 'user-ids');
     const filterSeen = !flagBool(args, 'unfiltered');
     // Mid-term attention of the GEMs rows: --top-k N (0 = full attention; default: what serving uses) and
     // --indexer-selection shared|request|user|query (default shared, as served).
@@ -62,17 +63,18 @@ export const command: Command = {
     await initBackend();
     const rows: ResultRow[] = [];
     const details: Record<string, unknown> = { checkpoints: dirs, split, protocol, ...(protocol === 'lifelong' ? { filterSeen } : {}) };
-    // Lifelong: only the users with truth targets are read (--max-users N: the first N of them, by id), so a data
-    // dir whose store also holds the training users evaluates the targets it has.
+    // Lifelong: only the users with truth targets are read (--user-ids FROM..TO: those in the range; --max-users N:
+    // the first N of them, by id), so a data dir whose store also holds the training users evaluates the held-out.
     let truth = protocol === 'lifelong' ? readTruth(generatedPaths(config.dataDir).truth) : null;
     let targetUsers: number[] | undefined;
     if (truth) {
-      targetUsers = [...new Set(truth.map((t) => t.userId))].sort((a, b) => a - b).slice(0, maxUsers);
+      targetUsers = [...new Set(truth.map((t) => t.userId))].filter((u) => inIdRange(u, userRange)).sort((a, b) => a - b).slice(0, maxUsers);
+      if (userRange && targetUsers.length === 0) throw new UsageError(`no truth targets for users ${userRange.from}..${userRange.to} in ${generatedPaths(config.dataDir).truth}`);
       const keep = new Set(targetUsers);
       truth = truth.filter((t) => keep.has(t.userId));
     }
     let histories: History[] | null = null;
-    const getHistories = async () => (histories ??= await loadHistories(config, targetUsers ? { userIds: targetUsers } : { maxUsers }));
+    const getHistories = async () => (histories ??= await loadHistories(config, targetUsers ? { userIds: targetUsers } : { maxUsers, userRange }));
     for (const dir of dirs) {
       const meta = readCheckpoint(dir).meta;
       const label = flagList(args, 'label')[dirs.indexOf(dir)] ?? `${meta.kind} ${basename(dirname(dir))}`;

@@ -16,6 +16,8 @@ export const command: Command = {
   usage: `gems train --model sasrec|gems [--run NAME] [--resume] [--epochs N] [--patience N] [--max-minutes M]
            [--batch N] [--lr X] [--sequences-csv FILE]   (sasrec: data from the history store unless --sequences-csv)
   gems options: see \`gems train --model gems --help\` (preset, streams, fusion, stages)
+  gems data: [--user-ids FROM..TO] (only these users, e.g. the training users of a store that also holds
+           held-out ones) [--max-users N]
   gems lifecycle stream: --lifecycle-source memory|chunk-mean|interests (default: memory once \`gems train-compressor\`
            ran: the compressor's memories as of each target, T_mid = streams.tMid) [--compressor-version V];
            interests = one slot per coarse interest (first Semantic-ID code), most frequent first

@@ -4,8 +4,10 @@
 //   users.jsonl      each user's lifetime interests (cluster, kind, weight, affinity, event count);
 //   manifest.json    the options used and totals, written last (its presence means the run completed).
 // Files are written to a temporary name and renamed at the end, so a crash never leaves a partial truth file.
-// Re-running with the same options is safe: the store drops the duplicate events.
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+// Re-running with the same options is safe: the store drops the duplicate events. Generating another user range
+// into the same data dir (--first-user) keeps the truth and interests of the users already there: the files then
+// hold every generated user, sorted by user id, and the manifest lists the earlier runs.
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { HistoryStore } from '../historyStore.js';
 import { Rng } from '../../util/random.js';
@@ -32,6 +34,10 @@ export interface GeneratedManifest {
   truth: string;
   users_file: string;
   created_at: string;
+  /** What truth.jsonl / users.jsonl hold after this run: this run's users plus the kept users of earlier runs. */
+  files?: { users: number; targets: number; dormant_targets: number };
+  /** Earlier runs into the same data dir whose users outside this run's range were kept. */
+  earlier_runs?: Array<Pick<GeneratedManifest, 'options' | 'users' | 'events' | 'targets' | 'created_at'>>;
 }
 
 export interface WriteLifelongOptions {
@@ -102,25 +108,62 @@ export function sameOptions(a: LifelongOptions, b: LifelongOptions): boolean {
   return true;
 }
 
+/** The user ids [from, to] a generator run writes. */
+export function userRangeOf(o: Pick<LifelongOptions, 'firstUserId' | 'users'>): { from: number; to: number } {
+  return { from: o.firstUserId, to: o.firstUserId + o.users - 1 };
+}
+
+interface UserLine {
+  userId: number;
+  line: string;
+}
+
+/**
+ * The lines of an earlier truth.jsonl / users.jsonl whose user_id lies outside [from, to]: the users a new run does
+ * not regenerate. A line without a numeric user_id throws an error naming the file and line.
+ */
+function keptLines(path: string, range: { from: number; to: number }): UserLine[] {
+  if (!existsSync(path)) return [];
+  const out: UserLine[] = [];
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .forEach((raw, i) => {
+      const line = raw.trim();
+      if (!line) return;
+      let userId: unknown;
+      try {
+        userId = (JSON.parse(line) as { user_id?: unknown }).user_id;
+      } catch (e) {
+        throw new Error(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`, { cause: e });
+      }
+      if (typeof userId !== 'number' || !Number.isInteger(userId)) throw new Error(`${path}:${i + 1}: field user_id must be an integer`);
+      if (userId < range.from || userId > range.to) out.push({ userId, line });
+    });
+  return out;
+}
+
+/** One JSON object per user and line; committed (merged with the kept lines, sorted by user) by a rename. */
 class LineFile {
-  private readonly fd: number;
-  private buf: string[] = [];
-  constructor(readonly path: string) {
+  private readonly lines: UserLine[] = [];
+  constructor(
+    readonly path: string,
+    private readonly kept: UserLine[],
+  ) {
     mkdirSync(dirname(path), { recursive: true });
-    this.fd = openSync(path + '.tmp', 'w');
   }
-  add(obj: unknown): void {
-    this.buf.push(JSON.stringify(obj));
-    if (this.buf.length >= 4096) this.flush();
+  add(userId: number, obj: unknown): void {
+    this.lines.push({ userId, line: JSON.stringify(obj) });
   }
-  flush(): void {
-    if (this.buf.length) writeSync(this.fd, this.buf.join('\n') + '\n');
-    this.buf = [];
+  /** Lines in the committed file. */
+  get count(): number {
+    return this.lines.length + this.kept.length;
   }
-  commit(): void {
-    this.flush();
-    closeSync(this.fd);
+  commit(): UserLine[] {
+    // Stable sort: a user's lines (several targets) keep their order.
+    const all = [...this.kept, ...this.lines].sort((a, b) => a.userId - b.userId);
+    writeFileSync(this.path + '.tmp', all.map((l) => l.line + '\n').join(''));
     renameSync(this.path + '.tmp', this.path);
+    return all;
   }
 }
 
@@ -128,6 +171,11 @@ export async function writeLifelong(store: HistoryStore, o: LifelongOptions, w: 
   validateLifelongOptions(o);
   const log = w.log ?? logger('generate');
   const t0 = performance.now();
+  const range = userRangeOf(o);
+  const usersPath = w.usersPath ?? join(dirname(w.truthPath), 'users.jsonl');
+  // Read before anything is written: a malformed earlier file stops the run with nothing changed.
+  const truthFile = new LineFile(w.truthPath, keptLines(w.truthPath, range));
+  const usersFile = new LineFile(usersPath, keptLines(usersPath, range));
   const cat = buildCatalogue(o);
   const tagIdOf = Int32Array.from(await store.tagIds(cat.tagNames));
   await store.upsertItems(catalogueItems(cat, tagIdOf));
@@ -135,8 +183,6 @@ export async function writeLifelong(store: HistoryStore, o: LifelongOptions, w: 
   const total = plannedEvents(o);
   log.info('generating lifelong histories', { users: o.users, events: total, items: o.items, clusters: o.clusters, seed: o.seed });
   const bar = progress(log, 'generate lifelong', total, 'events');
-  const truthFile = new LineFile(w.truthPath);
-  const usersFile = new LineFile(w.usersPath ?? join(dirname(w.truthPath), 'users.jsonl'));
   const result: WriteLifelongResult = { users: 0, events: 0, added: 0, duplicates: 0, items: cat.numItems, targets: 0, dormantTargets: 0, seconds: 0, eventsPerSecond: 0 };
 
   const handle = (b: GeneratedBatch): Promise<void> => {
@@ -150,11 +196,11 @@ export async function writeLifelong(store: HistoryStore, o: LifelongOptions, w: 
       result.events += b.events.length;
       result.users += b.users.length;
       for (const t of truth) {
-        truthFile.add(t);
+        truthFile.add(t.user_id, t);
         result.targets++;
         if (t.dormant) result.dormantTargets++;
       }
-      for (const u of b.users) usersFile.add(u);
+      for (const u of b.users) usersFile.add(u.user_id, u);
       bar.tick(b.events.length, { users: result.users });
     });
   };
@@ -167,11 +213,13 @@ export async function writeLifelong(store: HistoryStore, o: LifelongOptions, w: 
   }
   if (inFlight) await inFlight;
 
-  truthFile.commit();
-  usersFile.commit();
+  const keptTruth = truthFile.count - result.targets;
+  const allTruth = truthFile.commit();
+  const allUsers = usersFile.commit();
   result.seconds = (performance.now() - t0) / 1000;
   result.eventsPerSecond = Math.round(result.events / Math.max(result.seconds, 1e-9));
   const manifestPath = w.manifestPath ?? join(dirname(w.truthPath), 'manifest.json');
+  const previous = keptTruth > 0 ? readManifest(manifestPath) : null;
   const manifest: GeneratedManifest = {
     generator: 'lifelong',
     version: GENERATOR_VERSION,
@@ -183,7 +231,16 @@ export async function writeLifelong(store: HistoryStore, o: LifelongOptions, w: 
     truth: w.truthPath,
     users_file: usersFile.path,
     created_at: new Date().toISOString(),
+    files: {
+      users: allUsers.length,
+      targets: allTruth.length,
+      dormant_targets: allTruth.filter((l) => (JSON.parse(l.line) as TruthRecord).dormant).length,
+    },
   };
+  if (previous) {
+    const { options, users, events, targets, created_at } = previous;
+    manifest.earlier_runs = [...(previous.earlier_runs ?? []), { options, users, events, targets, created_at }];
+  }
   writeFileSync(manifestPath + '.tmp', JSON.stringify(manifest, null, 2) + '\n');
   renameSync(manifestPath + '.tmp', manifestPath);
   bar.done({ users: result.users, added: result.added, duplicates: result.duplicates });
