@@ -243,3 +243,12 @@ export class InterestSummarizer implements LifecycleSummarizer {
     return { slots: M, dim, vectors: out, valid };
   }
 }
+
+/**
+ * The parameter-free lifecycle summary named by a checkpoint's lifecycle source: one slot per coarse interest for
+ * 'interests', the chronological chunk mean otherwise (what checkpoints without a source were trained on). The one
+ * place training and loading choose it, so the two cannot differ.
+ */
+export function parameterFreeSummarizer(source: unknown, sid: SemanticIds, slots: number): LifecycleSummarizer {
+  return source === 'interests' ? new InterestSummarizer(sid, slots) : new ChunkMeanSummarizer(sid, slots);
+}

@@ -6,7 +6,7 @@ import { CodeTrie } from '../tokenizer/trie.js';
 import { readCheckpoint, restoreInto, type CheckpointMeta } from '../train/checkpoint.js';
 import { batchFromInputs, makeSampleContext, type SampleContext } from '../train/samples.js';
 import { beamSearch } from './beam.js';
-import { ChunkMeanSummarizer, InterestSummarizer, type LifecycleSummarizer, type LifecycleSummary } from './features.js';
+import { parameterFreeSummarizer, type LifecycleSummarizer, type LifecycleSummary } from './features.js';
 import { GemsModel, type GemsModelConfig, type IndexerSelection, type StreamName } from './gems.js';
 import type { SemanticIds } from './sid.js';
 
@@ -42,7 +42,7 @@ export function loadGems(dir: string, summarizer?: LifecycleSummarizer): LoadedG
   const model = new GemsModel(cfg, sid.trie);
   restoreInto(ck, model.params);
   // The parameter-free summary the checkpoint was trained with (memory-trained ones get theirs from the caller).
-  const summ = summarizer ?? (ck.meta.train['lifecycleSource'] === 'interests' ? new InterestSummarizer(sid, cfg.lifecycle.slots) : new ChunkMeanSummarizer(sid, cfg.lifecycle.slots));
+  const summ = summarizer ?? parameterFreeSummarizer(ck.meta.train['lifecycleSource'], sid, cfg.lifecycle.slots);
   return { dir, meta: ck.meta, model, sid, summarizer: summ, ctx: makeSampleContext(cfg, sid, summ) };
 }
 

@@ -10,7 +10,7 @@ import { UsageError } from '../cli/args.js';
 import type { GemsConfig } from '../config/config.js';
 import { latestCompressorVersion, loadCompressor } from '../lifecycle/compressor.js';
 import { compressorCheckpointParts, compressorFromCheckpoint, LIFECYCLE_SOURCES, lifecycleSourceOf, MemorySummarizer, type LifecycleSourceKind } from '../lifecycle/memorySummarizer.js';
-import { ChunkMeanSummarizer, InterestSummarizer, type LifecycleSummarizer } from '../model/features.js';
+import { parameterFreeSummarizer, type LifecycleSummarizer } from '../model/features.js';
 import type { SemanticIds } from '../model/sid.js';
 import { readCheckpoint } from './checkpoint.js';
 
@@ -36,11 +36,8 @@ export function parseLifecycleSource(value: string | undefined, config: GemsConf
  * M × d = lifecycle.slots × lifecycle.dim of the compressor. Call `await initBackend()` first.
  */
 export function trainingLifecycle(config: GemsConfig, sid: SemanticIds, source: LifecycleSourceKind, chunkMeanSlots: number, compressorVersion?: string): TrainingLifecycle {
-  if (source === 'chunk-mean') {
-    return { source, summarizer: new ChunkMeanSummarizer(sid, chunkMeanSlots), trainMeta: { lifecycleSource: 'chunk-mean' }, arrays: {}, dispose() {} };
-  }
-  if (source === 'interests') {
-    return { source, summarizer: new InterestSummarizer(sid, chunkMeanSlots), trainMeta: { lifecycleSource: 'interests' }, arrays: {}, dispose() {} };
+  if (source !== 'memory') {
+    return { source, summarizer: parameterFreeSummarizer(source, sid, chunkMeanSlots), trainMeta: { lifecycleSource: source }, arrays: {}, dispose() {} };
   }
   const version = compressorVersion ?? latestCompressorVersion(config);
   if (!version) throw new UsageError(`--lifecycle-source memory needs a trained compressor: run 'gems train-compressor' first (or use --lifecycle-source chunk-mean)`);
