@@ -270,6 +270,13 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
     restoreInto(ck, model.params, opt);
     state = ck.meta.train as unknown as TrainState;
     log.info('resumed', { from: lastDir, stage: state.stage, epoch: state.epochInStage, step: opt.step });
+    // A finished run whose last stage now has a larger epoch budget (and did not stop on patience) trains on: e.g.
+    // a recent-only control given as many epochs as the three stages of the full model.
+    const sc = tc.stages[state.stage - 1]!;
+    if (state.done && state.epochInStage < sc.maxEpochs && state.bad < sc.patience) {
+      state.done = false;
+      log.info('extending a finished run', { stage: state.stage, epoch_in_stage: state.epochInStage, max_epochs: sc.maxEpochs });
+    }
   }
   let validSamples = heldOutSamples(histories, 'valid', sid, input.testStart);
   if (tc.validUsers > 0 && validSamples.length > tc.validUsers) {

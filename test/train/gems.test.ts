@@ -100,6 +100,10 @@ describe('GEMs training', () => {
     const last = readCheckpoint(join(runDir, 'last')).meta.train as { totalEpochs: number };
     const more = await trainGems({ ...input, resume: true, train: { ...input.train, stages: [{ maxEpochs: 2, patience: 5 }, { maxEpochs: 1, patience: 1 }, { maxEpochs: 1, patience: 1 }] } });
     expect(more.state.totalEpochs).toBe(last.totalEpochs);
+    // A larger budget for the finished run's last stage trains that stage on (one more epoch here).
+    const extended = await trainGems({ ...input, resume: true, train: { ...input.train, stages: [{ maxEpochs: 2, patience: 5 }, { maxEpochs: 1, patience: 1 }, { maxEpochs: 2, patience: 5 }] } });
+    expect(extended.state).toMatchObject({ stage: 3, epochInStage: 2, totalEpochs: last.totalEpochs + 1, done: true });
+    extended.model.params.dispose();
     // The objective is part of the checkpoint: a resume that changes it is refused (meta without the key = the default).
     expect(readCheckpoint(join(runDir, 'last')).meta.train).toMatchObject({ longRangeWeight: 1, returnShare: 0 });
     await expect(trainGems({ ...input, resume: true, train: { ...input.train, returnShare: 0.3 } })).rejects.toThrow(/returnShare = 0, this run has 0.3: cannot resume/);
