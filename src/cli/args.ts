@@ -1,6 +1,7 @@
 // Argument parsing for the `gems` CLI: `gems <command> [positionals] [--flag value | --flag=value | --switch]`.
 // Config-level flags (--data-dir, --seed, --log-level, --config, --set key=value) become config overrides; the rest
 // are left for the command.
+import type { IdRange } from '../util/idRange.js';
 
 export interface ParsedArgs {
   command: string;
@@ -92,10 +93,3 @@ export function flagIdRange(args: ParsedArgs, name: string): IdRange | undefined
   if (range.from > range.to) throw new UsageError(`--${name}: ${range.from} is after ${range.to}`);
   return range;
 }
-
-export interface IdRange {
-  from: number;
-  to: number;
-}
-
-export const inIdRange = (id: number, r: IdRange | undefined): boolean => r === undefined || (id >= r.from && id <= r.to);

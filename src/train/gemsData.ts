@@ -7,7 +7,7 @@ import { Database } from '../data/db.js';
 import type { History } from '../data/events.js';
 import type { LifelongTarget } from '../eval/gemsEval.js';
 import type { SemanticIds } from '../model/sid.js';
-import { inIdRange, type IdRange } from '../cli/args.js';
+import { inIdRange, type IdRange } from '../util/idRange.js';
 import { logger, progress } from '../util/log.js';
 
 const log = logger('train.data');
@@ -41,7 +41,7 @@ export async function loadHistories(config: GemsConfig, opts: { maxUsers?: numbe
   try {
     const range = opts.userRange;
     const userIds = opts.userIds ?? (range ? Array.from(await store.userIds()).filter((u) => inIdRange(u, range)) : undefined);
-    if (userIds && userIds.length === 0) throw new Error(`the history store in ${config.dataDir} has no users with ids ${range!.from}..${range!.to}`);
+    if (range && userIds!.length === 0) throw new Error(`the history store in ${config.dataDir} has no users with ids ${range.from}..${range.to}`);
     const total = userIds?.length ?? (await store.userIds()).length;
     const prog = progress(log, 'reading histories', Math.min(total, opts.maxUsers ?? total), 'users');
     const out: History[] = [];

@@ -3,7 +3,7 @@
 //   --protocol lifelong   generated set: Recall/NDCG@10/100/500 + HRecall@Level, split dormant/current
 import { basename, dirname, join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { flagBool, flagIdRange, flagList, flagNumber, flagString, inIdRange, UsageError } from '../args.js';
+import { flagBool, flagIdRange, flagList, flagNumber, flagString, UsageError } from '../args.js';
 import type { Command } from '../command.js';
 import { initBackend } from '../../compute/backend.js';
 import { resolvedPaths } from '../../config/config.js';
@@ -19,6 +19,7 @@ import { loadHistories, readTruth } from '../../train/gemsData.js';
 import { checkpointLifecycleSummarizer } from '../../train/lifecycleSource.js';
 import { loadSasRec, sasrecScorer } from '../../train/sasrecTrainer.js';
 import type { History } from '../../data/events.js';
+import { inIdRange } from '../../util/idRange.js';
 
 export const command: Command = {
   summary: 'evaluate checkpoints (leave-one-out HR/NDCG filtered+unfiltered, or the lifelong Recall/NDCG/HRecall)',

@@ -10,6 +10,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { HistoryStore } from '../historyStore.js';
+import { inIdRange, type IdRange } from '../../util/idRange.js';
 import { Rng } from '../../util/random.js';
 import { logger, progress, type Logger } from '../../util/log.js';
 import { buildCatalogue, catalogueItems } from './catalogue.js';
@@ -109,7 +110,7 @@ export function sameOptions(a: LifelongOptions, b: LifelongOptions): boolean {
 }
 
 /** The user ids [from, to] a generator run writes. */
-export function userRangeOf(o: Pick<LifelongOptions, 'firstUserId' | 'users'>): { from: number; to: number } {
+export function userRangeOf(o: Pick<LifelongOptions, 'firstUserId' | 'users'>): IdRange {
   return { from: o.firstUserId, to: o.firstUserId + o.users - 1 };
 }
 
@@ -122,7 +123,7 @@ interface UserLine {
  * The lines of an earlier truth.jsonl / users.jsonl whose user_id lies outside [from, to]: the users a new run does
  * not regenerate. A line without a numeric user_id throws an error naming the file and line.
  */
-function keptLines(path: string, range: { from: number; to: number }): UserLine[] {
+function keptLines(path: string, range: IdRange): UserLine[] {
   if (!existsSync(path)) return [];
   const out: UserLine[] = [];
   readFileSync(path, 'utf8')
@@ -137,7 +138,7 @@ function keptLines(path: string, range: { from: number; to: number }): UserLine[
         throw new Error(`${path}:${i + 1}: not valid JSON (${(e as Error).message})`, { cause: e });
       }
       if (typeof userId !== 'number' || !Number.isInteger(userId)) throw new Error(`${path}:${i + 1}: field user_id must be an integer`);
-      if (userId < range.from || userId > range.to) out.push({ userId, line });
+      if (!inIdRange(userId, range)) out.push({ userId, line });
     });
   return out;
 }
@@ -147,16 +148,13 @@ class LineFile {
   private readonly lines: UserLine[] = [];
   constructor(
     readonly path: string,
-    private readonly kept: UserLine[],
+    /** Earlier users' lines, carried into the committed file. */
+    readonly kept: UserLine[],
   ) {
     mkdirSync(dirname(path), { recursive: true });
   }
   add(userId: number, obj: unknown): void {
     this.lines.push({ userId, line: JSON.stringify(obj) });
-  }
-  /** Lines in the committed file. */
-  get count(): number {
-    return this.lines.length + this.kept.length;
   }
   commit(): UserLine[] {
     // Stable sort: a user's lines (several targets) keep their order.
@@ -213,13 +211,12 @@ export async function writeLifelong(store: HistoryStore, o: LifelongOptions, w: 
   }
   if (inFlight) await inFlight;
 
-  const keptTruth = truthFile.count - result.targets;
   const allTruth = truthFile.commit();
   const allUsers = usersFile.commit();
   result.seconds = (performance.now() - t0) / 1000;
   result.eventsPerSecond = Math.round(result.events / Math.max(result.seconds, 1e-9));
   const manifestPath = w.manifestPath ?? join(dirname(w.truthPath), 'manifest.json');
-  const previous = keptTruth > 0 ? readManifest(manifestPath) : null;
+  const previous = truthFile.kept.length > 0 ? readManifest(manifestPath) : null;
   const manifest: GeneratedManifest = {
     generator: 'lifelong',
     version: GENERATOR_VERSION,
