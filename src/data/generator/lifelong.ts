@@ -171,6 +171,8 @@ export interface GeneratedUser {
   /** Per event: index of the interest that produced it, -1 for exploration. */
   interestOf: Int16Array;
   interests: Interest[];
+  /** Focus interests of the last session, the one the held-out targets continue (1 or 2 entries, may repeat). */
+  lastFocus: number[];
   truth: TruthRecord[];
 }
 
@@ -527,6 +529,7 @@ export function generateUser(cat: Catalogue, o: LifelongOptions, userId: number)
     },
     interestOf,
     interests,
+    lastFocus: focus.slice(0, nFocus),
     truth,
   };
 }

@@ -1,0 +1,160 @@
+// The generator's own ranking of its held-out targets: what Recall@K a ranker reaches when it knows the state the
+// generator drew each target from. It tells what the generated-set targets ask of a model (issue 8: full GEMs
+// ≥ 15% relative Recall@100 over recent-only), since no model can beat the distribution the targets come from.
+//
+// A target is drawn (lifelong.ts, "Held-out targets") as: with probability dormantTargetShare, a *return* — an
+// interest not seen in the last tMid events, ∝ weight·log1p(count) — else a *continue* — a focus interest of the
+// last session (or a fallback); then an unseen item of the interest's cluster by popularity. Two views rank items by
+// that probability:
+// - `full`: everything a model with the whole history could know (interests with their counts and recency);
+// - `blind`: the continue part exactly, but returns only as a model without the lifecycle part could guess them:
+//   a cluster absent from the last tMid events, by global cluster popularity (interests are drawn by it).
+// Both see the user's seen items, as evaluation filters them for every model. Users are regenerated from the
+// options that wrote them (deterministic), so the store is not read.
+import { RankAccumulator } from '../../eval/metrics.js';
+import type { Catalogue } from './catalogue.js';
+import { generateUser, type GeneratedUser, type LifelongOptions, type TruthRecord } from './lifelong.js';
+
+export type CeilingView = 'full' | 'blind';
+export const CEILING_VIEWS: CeilingView[] = ['full', 'blind'];
+
+/** Tries of the generator's popularity draw of an unseen item before it takes the first unseen one (lifelong.ts). */
+const UNSEEN_DRAW_TRIES = 64;
+
+/** Probability of each item of cluster c being the generator's target item, given the user's seen items. */
+function itemDraw(cat: Catalogue, c: number, seen: Uint8Array): Map<number, number> {
+  const out = new Map<number, number>();
+  const lo = cat.clusterStart[c]!;
+  const hi = cat.clusterStart[c + 1]!;
+  let unseenMass = 0;
+  let firstUnseen = -1;
+  for (let k = lo; k < hi; k++) {
+    if (seen[cat.clusterItems[k]!]) continue;
+    unseenMass += cat.clusterCdf[k]! - (k > lo ? cat.clusterCdf[k - 1]! : 0);
+    if (firstUnseen < 0) firstUnseen = cat.clusterItems[k]!;
+  }
+  if (firstUnseen < 0) {
+    // Every item seen: the generator repeats one by popularity.
+    for (let k = lo; k < hi; k++) out.set(cat.clusterItems[k]!, cat.clusterCdf[k]! - (k > lo ? cat.clusterCdf[k - 1]! : 0));
+    return out;
+  }
+  const miss = Math.pow(1 - Math.min(1, unseenMass), UNSEEN_DRAW_TRIES);
+  for (let k = lo; k < hi; k++) {
+    const item = cat.clusterItems[k]!;
+    if (seen[item]) continue;
+    const p = cat.clusterCdf[k]! - (k > lo ? cat.clusterCdf[k - 1]! : 0);
+    out.set(item, ((1 - miss) * p) / unseenMass + (item === firstUnseen ? miss : 0));
+  }
+  return out;
+}
+
+function addScaled(into: Map<number, number>, from: Map<number, number>, w: number): void {
+  if (w <= 0) return;
+  for (const [item, p] of from) into.set(item, (into.get(item) ?? 0) + w * p);
+}
+
+/** P(target item) for the target at `target.position` of a generated user, as the view knows it. */
+export function targetDistribution(cat: Catalogue, o: LifelongOptions, g: GeneratedUser, target: TruthRecord, view: CeilingView): Map<number, number> {
+  const p = target.position;
+  const h = g.history;
+  const K = g.interests.length;
+  const seen = new Uint8Array(cat.numItems + 1);
+  const count = new Float64Array(K);
+  const lastSeen = new Int32Array(K).fill(-1);
+  for (let t = 0; t < p; t++) {
+    seen[h.itemId[t]!] = 1;
+    const i = g.interestOf[t]!;
+    if (i >= 0) {
+      count[i]++;
+      lastSeen[i] = t;
+    }
+  }
+  const draws = new Map<number, Map<number, number>>();
+  const draw = (c: number) => {
+    let d = draws.get(c);
+    if (!d) draws.set(c, (d = itemDraw(cat, c, seen)));
+    return d;
+  };
+  const open = g.interests.map((it) => {
+    for (let k = cat.clusterStart[it.cluster]!; k < cat.clusterStart[it.cluster + 1]!; k++) if (!seen[cat.clusterItems[k]!]) return true;
+    return false;
+  });
+
+  // Continue: a focus interest (uniform over the focus slots), else the other focus, else the open interest seen last.
+  const cont = new Map<number, number>();
+  const focus = g.lastFocus;
+  for (const f of focus) {
+    const other = focus[0] === f ? focus[focus.length - 1]! : focus[0]!;
+    let chosen = open[f] ? f : open[other] ? other : -1;
+    if (chosen < 0) for (let i = 0; i < K; i++) if (open[i] && (chosen < 0 || lastSeen[i]! > lastSeen[chosen]!)) chosen = i;
+    if (chosen < 0) chosen = f;
+    addScaled(cont, draw(g.interests[chosen]!.cluster), 1 / focus.length);
+  }
+
+  const q = o.dormantTargetShare;
+  const ret = new Map<number, number>();
+  if (view === 'full') {
+    let total = 0;
+    const w = g.interests.map((it, i) => (open[i] && count[i]! > 0 && p - lastSeen[i]! > o.tMid ? it.weight * Math.log1p(count[i]!) : 0));
+    for (const x of w) total += x;
+    if (total === 0) return cont; // no dormant interest: every target continues
+    w.forEach((x, i) => addScaled(ret, draw(g.interests[i]!.cluster), x / total));
+  } else {
+    const inMid = new Uint8Array(cat.numClusters);
+    for (let t = Math.max(0, p - o.tMid); t < p; t++) inMid[cat.itemCluster[h.itemId[t]!]!] = 1;
+    const pop = (c: number) => cat.clusterPopularityCdf[c]! - (c > 0 ? cat.clusterPopularityCdf[c - 1]! : 0);
+    let total = 0;
+    for (let c = 0; c < cat.numClusters; c++) if (!inMid[c]) total += pop(c);
+    for (let c = 0; c < cat.numClusters; c++) if (!inMid[c] && total > 0) addScaled(ret, draw(c), pop(c) / total);
+  }
+  const out = new Map<number, number>();
+  addScaled(out, cont, 1 - q);
+  addScaled(out, ret, q);
+  return out;
+}
+
+/** 0-based rank of `item` when items are ordered by probability (ties by id); Infinity when it has none. */
+export function rankOf(dist: Map<number, number>, item: number): number {
+  const p = dist.get(item);
+  if (p === undefined || p <= 0) return Infinity;
+  let rank = 0;
+  for (const [i, q] of dist) if (q > p || (q === p && i < item)) rank++;
+  return rank;
+}
+
+export interface CeilingResult {
+  overall: Record<string, number>;
+  dormant: Record<string, number>;
+  current: Record<string, number>;
+}
+
+/**
+ * Recall@K / NDCG@K of a view over truth targets, split by the generator's dormant flag. `optionsOf(user)` gives the
+ * options of the generator run that wrote the user (a data dir may hold several runs); a user it does not know throws.
+ */
+export function evaluateCeiling(catOf: (o: LifelongOptions) => Catalogue, optionsOf: (userId: number) => LifelongOptions, truth: TruthRecord[], view: CeilingView, ks = [10, 100, 500], onUser?: () => void): CeilingResult {
+  const acc = { overall: new RankAccumulator(ks), dormant: new RankAccumulator(ks), current: new RankAccumulator(ks) };
+  const byUser = new Map<number, TruthRecord[]>();
+  for (const t of truth) byUser.set(t.user_id, [...(byUser.get(t.user_id) ?? []), t]);
+  for (const [userId, targets] of byUser) {
+    const o = optionsOf(userId);
+    const cat = catOf(o);
+    const g = generateUser(cat, o, userId);
+    for (const t of targets) {
+      const rank = rankOf(targetDistribution(cat, o, g, t, view), t.item_id);
+      acc.overall.add(rank);
+      (t.dormant ? acc.dormant : acc.current).add(rank);
+    }
+    onUser?.();
+  }
+  const result = (a: RankAccumulator): Record<string, number> => {
+    const r = a.result();
+    const out: Record<string, number> = { targets: a.count };
+    for (const k of ks) {
+      out[`Recall@${k}`] = r[`HR@${k}`]!;
+      out[`NDCG@${k}`] = r[`NDCG@${k}`]!;
+    }
+    return out;
+  };
+  return { overall: result(acc.overall), dormant: result(acc.dormant), current: result(acc.current) };
+}
