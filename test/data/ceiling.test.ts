@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildCatalogue } from '../../src/data/generator/catalogue.js';
-import { evaluateCeiling, rankOf, targetDistribution, type CeilingView } from '../../src/data/generator/ceiling.js';
+import { evaluateCeiling, rankOf, targetDistribution, type CeilingView, type FocusView } from '../../src/data/generator/ceiling.js';
 import { generateUser, resolveLifelongOptions, type LifelongOptions } from '../../src/data/generator/lifelong.js';
 import { runCli } from '../../src/cli/main.js';
 import { setLogSink } from '../../src/util/log.js';
@@ -32,13 +32,13 @@ afterAll(() => {
 
 describe('targetDistribution', () => {
   it('is a probability distribution that gives every drawn target item mass, in both views', () => {
-    for (const view of ['full', 'blind'] as CeilingView[]) {
+    for (const [view, focus] of [['full', 'exact'], ['blind', 'exact'], ['full', 'observed'], ['blind', 'observed']] as [CeilingView, FocusView][]) {
       for (const { g, t } of drawn) {
-        const d = targetDistribution(cat, opts, g, t, view);
+        const d = targetDistribution(cat, opts, g, t, view, focus);
         let sum = 0;
         for (const p of d.values()) sum += p;
         expect(sum).toBeCloseTo(1, 9);
-        if (view === 'full') expect(d.get(t.item_id) ?? 0).toBeGreaterThan(0);
+        if (view === 'full' && focus === 'exact') expect(d.get(t.item_id) ?? 0).toBeGreaterThan(0);
       }
     }
   });
@@ -73,13 +73,16 @@ describe('targetDistribution', () => {
 
   it('evaluateCeiling splits by the dormant flag and regenerates each user from the options that wrote it', () => {
     const truth = drawn.map(({ t }) => t);
-    const r = evaluateCeiling(() => cat, () => opts, truth, 'full', [10, 100]);
+    const r = evaluateCeiling(() => cat, () => opts, truth, 'full', { ks: [10, 100] });
     const dormant = truth.filter((t) => t.dormant).length;
     expect(r.overall['targets']).toBe(truth.length);
     expect(r.dormant['targets']).toBe(dormant);
     expect(r.current['targets']).toBe(truth.length - dormant);
-    const blind = evaluateCeiling(() => cat, () => opts, truth, 'blind', [10, 100]);
+    const blind = evaluateCeiling(() => cat, () => opts, truth, 'blind', { ks: [10, 100] });
     expect(r.dormant['Recall@100']!).toBeGreaterThan(blind.dormant['Recall@100']!);
+    // Knowing the session's focus only from its events costs current targets, not returns.
+    const observed = evaluateCeiling(() => cat, () => opts, truth, 'full', { ks: [10, 100], focus: 'observed' });
+    expect(observed.current['Recall@10']!).toBeLessThan(r.current['Recall@10']!);
     expect(() => evaluateCeiling(() => cat, () => { throw new Error('no generator run wrote user 1'); }, truth.slice(0, 1), 'full')).toThrow(/user 1/);
   });
 });
@@ -100,14 +103,11 @@ describe('gems generate ceiling', () => {
       expect(await gen('--first-user', '7', '--users', '3', '--dormant-share', '1')).toBe(0);
       expect(await runCli(['generate', 'ceiling', '--user-ids', '7..', '--data-dir', dataDir], (l) => lines.push(l))).toBe(0);
       const rows = lines.slice(0, -1).map((l) => JSON.parse(l) as { model: string; targets: number; 'Recall@100': number });
-      expect(rows.map((r) => r.model)).toEqual([
-        'generator ranking, full history all targets',
-        'generator ranking, full history dormant',
-        'generator ranking, full history current',
-        'generator ranking, blind to the lifecycle part all targets',
-        'generator ranking, blind to the lifecycle part dormant',
-        'generator ranking, blind to the lifecycle part current',
-      ]);
+      expect(rows.map((r) => r.model)).toEqual(
+        ['exact', 'observed'].flatMap((focus) =>
+          ['full history', 'blind to the lifecycle part'].flatMap((view) => ['all targets', 'dormant', 'current'].map((split) => `generator ranking, ${view}, ${focus} focus: ${split}`)),
+        ),
+      );
       expect(rows[0]!.targets).toBe(3);
       const files = JSON.parse(lines.at(-1)!) as { json: string };
       expect(files.json).toBe(join(dataDir, 'runs', 'generator-ceiling', 'ceiling.json'));

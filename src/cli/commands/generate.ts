@@ -8,7 +8,7 @@ import { openHistoryStore } from '../../data/parquetHistoryStore.js';
 import { LIFELONG_PRESETS, resolveLifelongOptions, type LifelongOptions } from '../../data/generator/lifelong.js';
 import { GENERATOR_VERSION, generatedPaths, readManifest, readTruth, sameOptions, userRangeOf, writeLifelong } from '../../data/generator/write.js';
 import { buildCatalogue, type Catalogue } from '../../data/generator/catalogue.js';
-import { CEILING_VIEWS, evaluateCeiling } from '../../data/generator/ceiling.js';
+import { CEILING_VIEWS, evaluateCeiling, FOCUS_VIEWS } from '../../data/generator/ceiling.js';
 import { resolvedPaths, type GemsConfig } from '../../config/config.js';
 import { writeReport, type ResultRow } from '../../eval/report.js';
 import { inIdRange } from '../../util/idRange.js';
@@ -61,7 +61,8 @@ gems generate ceiling [--user-ids FROM..TO] [--name REPORT] [--out DIR]
   Recall/NDCG@10/100/500 of the generator's own ranking of the truth targets (items by the probability it drew
   them with), split dormant/current, in two views: "full" knows the user's interests (what the whole history
   shows), "blind" guesses returning interests from global popularity (what a model without the lifecycle part
-  can know). Users are regenerated from generated/manifest.json. Report: <out>/<name>.json and .md (default
+  can know); each with the session's focus "exact" (the generator's draw) or "observed" (from the last session's
+  events). Users are regenerated from generated/manifest.json. Report: <out>/<name>.json and .md (default
   <dataDir>/runs/generator-ceiling/ceiling).`,
   async run({ config, args, out, log }) {
     const kind = args.positional[0];
@@ -134,12 +135,14 @@ async function ceiling(config: GemsConfig, args: ParsedArgs, out: (line: string)
   if (truth.length === 0) throw new UsageError(`no truth targets${range ? ` for users ${range.from}..${range.to}` : ''} in ${paths.truth}`);
   const users = new Set(truth.map((t) => t.user_id)).size;
   const rows: ResultRow[] = [];
-  for (const view of CEILING_VIEWS) {
-    const prog = progress(log, `generator ceiling (${view})`, users, 'users');
-    const r = evaluateCeiling(catOf, optionsOf, truth, view, [10, 100, 500], () => prog.tick());
-    prog.done();
-    const label = view === 'full' ? 'generator ranking, full history' : 'generator ranking, blind to the lifecycle part';
-    rows.push({ name: `${label} all targets`, metrics: r.overall }, { name: `${label} dormant`, metrics: r.dormant }, { name: `${label} current`, metrics: r.current });
+  for (const focus of FOCUS_VIEWS) {
+    for (const view of CEILING_VIEWS) {
+      const prog = progress(log, `generator ceiling (${view}, ${focus} focus)`, users, 'users');
+      const r = evaluateCeiling(catOf, optionsOf, truth, view, { focus, onUser: () => prog.tick() });
+      prog.done();
+      const label = `generator ranking, ${view === 'full' ? 'full history' : 'blind to the lifecycle part'}, ${focus} focus`;
+      rows.push({ name: `${label}: all targets`, metrics: r.overall }, { name: `${label}: dormant`, metrics: r.dormant }, { name: `${label}: current`, metrics: r.current });
+    }
   }
   const name = flagString(args, 'name', 'ceiling');
   const outDir = flagString(args, 'out', join(resolvedPaths(config).runs, 'generator-ceiling'));
@@ -147,7 +150,7 @@ async function ceiling(config: GemsConfig, args: ParsedArgs, out: (line: string)
     title: 'gems generate ceiling',
     command: `gems ${process.argv.slice(2).join(' ')}`,
     protocol:
-      'Per truth target, items ranked by the probability the generator drew the target with (src/data/generator/ceiling.ts): "full" knows the interests the whole history shows; "blind" knows the current session exactly but guesses returning interests from global cluster popularity. Recall/NDCG@K of that ranking, split by the generator\'s dormant flag. No model can expect to beat "full".',
+      'Per truth target, items ranked by the probability the generator drew the target with (src/data/generator/ceiling.ts): "full" knows the interests the whole history shows; "blind" guesses returning interests from global cluster popularity; the current session\'s focus is the generator\'s draw ("exact", which no model sees) or what the last session\'s events show ("observed"). Recall/NDCG@K of that ranking, split by the generator\'s dormant flag.',
     rows,
     details: { users, targets: truth.length, range: range ?? null },
     createdAt: new Date().toISOString(),

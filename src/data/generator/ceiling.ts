@@ -9,14 +9,23 @@
 // - `full`: everything a model with the whole history could know (interests with their counts and recency);
 // - `blind`: the continue part exactly, but returns only as a model without the lifecycle part could guess them:
 //   a cluster absent from the last tMid events, by global cluster popularity (interests are drawn by it).
-// Both see the user's seen items, as evaluation filters them for every model. Users are regenerated from the
-// options that wrote them (deterministic), so the store is not read.
+// The continue part knows the session's focus either `exact`ly (the generator's draw, which no model sees) or as
+// `observed`: interests by their events in the last session (an event's interest is its cluster when that cluster
+// is one of the user's interests, which a long history shows). Both views see the user's seen items, as evaluation
+// filters them for every model. Users are regenerated from the options that wrote them (deterministic), so the
+// store is not read.
 import { RankAccumulator } from '../../eval/metrics.js';
 import type { Catalogue } from './catalogue.js';
 import { generateUser, type GeneratedUser, type LifelongOptions, type TruthRecord } from './lifelong.js';
 
 export type CeilingView = 'full' | 'blind';
 export const CEILING_VIEWS: CeilingView[] = ['full', 'blind'];
+/** What the ranking knows of the current session's focus: the generator's own draw, or what the events show. */
+export type FocusView = 'exact' | 'observed';
+export const FOCUS_VIEWS: FocusView[] = ['exact', 'observed'];
+
+/** The generator's shortest gap between sessions (lifelong.ts timestamps): a longer gap starts a session. */
+const SESSION_GAP_MS = 10 * 60_000;
 
 /** Tries of the generator's popularity draw of an unseen item before it takes the first unseen one (lifelong.ts). */
 const UNSEEN_DRAW_TRIES = 64;
@@ -54,7 +63,7 @@ function addScaled(into: Map<number, number>, from: Map<number, number>, w: numb
 }
 
 /** P(target item) for the target at `target.position` of a generated user, as the view knows it. */
-export function targetDistribution(cat: Catalogue, o: LifelongOptions, g: GeneratedUser, target: TruthRecord, view: CeilingView): Map<number, number> {
+export function targetDistribution(cat: Catalogue, o: LifelongOptions, g: GeneratedUser, target: TruthRecord, view: CeilingView, focusView: FocusView = 'exact'): Map<number, number> {
   const p = target.position;
   const h = g.history;
   const K = g.interests.length;
@@ -82,13 +91,41 @@ export function targetDistribution(cat: Catalogue, o: LifelongOptions, g: Genera
 
   // Continue: a focus interest (uniform over the focus slots), else the other focus, else the open interest seen last.
   const cont = new Map<number, number>();
-  const focus = g.lastFocus;
-  for (const f of focus) {
-    const other = focus[0] === f ? focus[focus.length - 1]! : focus[0]!;
-    let chosen = open[f] ? f : open[other] ? other : -1;
-    if (chosen < 0) for (let i = 0; i < K; i++) if (open[i] && (chosen < 0 || lastSeen[i]! > lastSeen[chosen]!)) chosen = i;
-    if (chosen < 0) chosen = f;
-    addScaled(cont, draw(g.interests[chosen]!.cluster), 1 / focus.length);
+  if (focusView === 'exact') {
+    const focus = g.lastFocus;
+    for (const f of focus) {
+      const other = focus[0] === f ? focus[focus.length - 1]! : focus[0]!;
+      let chosen = open[f] ? f : open[other] ? other : -1;
+      if (chosen < 0) for (let i = 0; i < K; i++) if (open[i] && (chosen < 0 || lastSeen[i]! > lastSeen[chosen]!)) chosen = i;
+      if (chosen < 0) chosen = f;
+      addScaled(cont, draw(g.interests[chosen]!.cluster), 1 / focus.length);
+    }
+  } else {
+    // The focus as the events show it: open interests by their events in the last session (events since the last
+    // gap of ≥ 10 minutes, the generator's shortest session gap), else in the last tRecent events.
+    const sessionStart = (() => {
+      let s = p - 1;
+      while (s > 0 && h.ts[s]! - h.ts[s - 1]! < SESSION_GAP_MS) s--;
+      return s;
+    })();
+    const weights = (from: number) => {
+      const w = new Float64Array(K);
+      for (let t = Math.max(0, from); t < p; t++) if (g.interestOf[t]! >= 0 && open[g.interestOf[t]!]) w[g.interestOf[t]!]++;
+      return w;
+    };
+    let w = weights(sessionStart);
+    if (w.every((x) => x === 0)) w = weights(p - o.tRecent);
+    const total = w.reduce((a, b) => a + b, 0);
+    if (total > 0) w.forEach((x, i) => addScaled(cont, draw(g.interests[i]!.cluster), x / total));
+    else {
+      // No open interest in sight: the generator's own fallback, the open interest seen last (else the one seen last).
+      let chosen = -1;
+      for (const needOpen of [true, false]) {
+        for (let i = 0; i < K; i++) if ((open[i] || !needOpen) && lastSeen[i]! >= 0 && (chosen < 0 || lastSeen[i]! > lastSeen[chosen]!)) chosen = i;
+        if (chosen >= 0) break;
+      }
+      addScaled(cont, draw(g.interests[Math.max(0, chosen)]!.cluster), 1);
+    }
   }
 
   const q = o.dormantTargetShare;
@@ -132,7 +169,14 @@ export interface CeilingResult {
  * Recall@K / NDCG@K of a view over truth targets, split by the generator's dormant flag. `optionsOf(user)` gives the
  * options of the generator run that wrote the user (a data dir may hold several runs); a user it does not know throws.
  */
-export function evaluateCeiling(catOf: (o: LifelongOptions) => Catalogue, optionsOf: (userId: number) => LifelongOptions, truth: TruthRecord[], view: CeilingView, ks = [10, 100, 500], onUser?: () => void): CeilingResult {
+export function evaluateCeiling(
+  catOf: (o: LifelongOptions) => Catalogue,
+  optionsOf: (userId: number) => LifelongOptions,
+  truth: TruthRecord[],
+  view: CeilingView,
+  opts: { ks?: number[]; focus?: FocusView; onUser?: () => void } = {},
+): CeilingResult {
+  const ks = opts.ks ?? [10, 100, 500];
   const acc = { overall: new RankAccumulator(ks), dormant: new RankAccumulator(ks), current: new RankAccumulator(ks) };
   const byUser = new Map<number, TruthRecord[]>();
   for (const t of truth) byUser.set(t.user_id, [...(byUser.get(t.user_id) ?? []), t]);
@@ -141,11 +185,11 @@ export function evaluateCeiling(catOf: (o: LifelongOptions) => Catalogue, option
     const cat = catOf(o);
     const g = generateUser(cat, o, userId);
     for (const t of targets) {
-      const rank = rankOf(targetDistribution(cat, o, g, t, view), t.item_id);
+      const rank = rankOf(targetDistribution(cat, o, g, t, view, opts.focus), t.item_id);
       acc.overall.add(rank);
       (t.dormant ? acc.dormant : acc.current).add(rank);
     }
-    onUser?.();
+    opts.onUser?.();
   }
   const result = (a: RankAccumulator): Record<string, number> => {
     const r = a.result();
