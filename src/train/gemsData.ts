@@ -1,9 +1,10 @@
 // Everything the GEMs model trains and evaluates on: all users' histories (from the history store), the current
 // Semantic IDs (from the tokenizer tables in the same DuckDB file), and — for the generated lifelong set — the
 // ground-truth targets written next to the data (<dataDir>/generated/truth.jsonl).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { resolvedPaths, type GemsConfig } from '../config/config.js';
 import { Database } from '../data/db.js';
+import { readTruth as readTruthRecords } from '../data/generator/write.js';
 import type { History } from '../data/events.js';
 import type { LifelongTarget } from '../eval/gemsEval.js';
 import type { SemanticIds } from '../model/sid.js';
@@ -58,26 +59,10 @@ export async function loadHistories(config: GemsConfig, opts: { maxUsers?: numbe
   }
 }
 
-/** Reads the generator's truth.jsonl (one JSON object per line). */
+/** The generator's truth.jsonl as evaluation targets (write.ts reads and validates it, naming file and line). */
 export function readTruth(path: string): LifelongTarget[] {
   if (!existsSync(path)) throw new Error(`${path} does not exist: run \`gems generate\` first (or evaluate with --protocol loo)`);
-  const out: LifelongTarget[] = [];
-  readFileSync(path, 'utf8')
-    .split('\n')
-    .forEach((line, i) => {
-      if (!line.trim()) return;
-      let r: { user_id?: unknown; position?: unknown; item_id?: unknown; dormant?: unknown };
-      try {
-        r = JSON.parse(line);
-      } catch (e) {
-        throw new Error(`${path}:${i + 1}: invalid JSON (${(e as Error).message})`, { cause: e });
-      }
-      if (typeof r.user_id !== 'number' || typeof r.position !== 'number' || typeof r.item_id !== 'number' || typeof r.dormant !== 'boolean') {
-        throw new Error(`${path}:${i + 1}: needs numeric user_id, position, item_id and boolean dormant`);
-      }
-      out.push({ userId: r.user_id, position: r.position, itemId: r.item_id, dormant: r.dormant });
-    });
-  return out;
+  return readTruthRecords(path).map((r) => ({ userId: r.user_id, position: r.position, itemId: r.item_id, dormant: r.dormant }));
 }
 
 /** First truth position per history (histories without targets: their length, i.e. no test targets). */
