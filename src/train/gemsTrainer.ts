@@ -298,7 +298,10 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
     });
   let bestSnapshot = model.params.serialize();
   const t0 = performance.now();
-  const lastStage = model.hasIndexer ? 3 : 1;
+  // A stage without epochs is skipped (e.g. --epochs2 0 --epochs3 0 trains stage 1 only): the run ends after the last
+  // stage that has epochs.
+  let lastStage = model.hasIndexer ? 3 : 1;
+  while (lastStage > 1 && tc.stages[lastStage - 1]!.maxEpochs <= 0) lastStage--;
   const dense = tc.dense && GemsModel.denseTrainable(mc);
   if (!dense && objective.longRangeWeight !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
   if ((mc.returnIntent || objective.returnNewItems) && !(objective.returnShare > 0)) throw new Error('a return intent and new-item returns need return targets (returnShare > 0)');
@@ -311,6 +314,16 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   while (!state.done) {
     const stage = state.stage;
     const sc = tc.stages[stage - 1]!;
+    if (sc.maxEpochs <= 0) {
+      if (stage >= lastStage) state.done = true;
+      else {
+        state.stage = (stage + 1) as 2 | 3;
+        state.epochInStage = 0;
+        state.best = Infinity;
+        state.bad = 0;
+      }
+      continue;
+    }
     const fopts = stageOptions(model, stage, true);
     // Stage 1 does not train the indexer at all; later stages train everything (the indexer sees only the KL).
     const filter = stage === 1 ? (n: string) => !n.includes('.indexer.') : undefined;

@@ -114,6 +114,20 @@ describe('GEMs training', () => {
     expect(tf.memory().numTensors).toBeLessThan(5000);
   });
 
+  it('skips a stage without epochs: --epochs2 0 --epochs3 0 trains stage 1 only, and stage 3 can follow stage 1 directly', async () => {
+    const sid = fixtureSid();
+    const cfg = tinyConfig();
+    const base = { histories: ringHistories(4, 20), sid, summarizer: new ChunkMeanSummarizer(sid, cfg.lifecycle.slots), modelConfig: cfg };
+    const only1 = await trainGems({ ...base, runDir: tmp(), train: baseTrain({ stages: [{ maxEpochs: 2, patience: 5 }, { maxEpochs: 0, patience: 1 }, { maxEpochs: 0, patience: 1 }] }) });
+    expect(only1.model.hasIndexer).toBe(true);
+    expect(only1.state).toMatchObject({ stage: 1, epochInStage: 2, totalEpochs: 2, done: true });
+    expect(only1.state.history.map((e) => e.stage)).toEqual([1, 1]);
+    const skip2 = await trainGems({ ...base, runDir: tmp(), train: baseTrain({ stages: [{ maxEpochs: 1, patience: 5 }, { maxEpochs: 0, patience: 1 }, { maxEpochs: 1, patience: 1 }] }) });
+    expect(skip2.state.history.map((e) => e.stage)).toEqual([1, 3]);
+    expect(skip2.state).toMatchObject({ stage: 3, totalEpochs: 2, done: true });
+    for (const r of [only1, skip2]) r.model.params.dispose();
+  });
+
   it('refuses a return intent or new-item returns without return targets (returnShare 0), before any epoch', async () => {
     const sid = fixtureSid();
     const base = { histories: ringHistories(2, 20), sid, summarizer: new ChunkMeanSummarizer(sid, tinyConfig().lifecycle.slots), train: baseTrain({}) };
