@@ -311,17 +311,22 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   const trainEnd = Int32Array.from(histories, (h, u) => trainingEnd(h, u, tc.heldOut, input.testStart));
   if (tc.dense && !dense) log.warn('dense training needs recentCausal, gapFrom prev and fusion ≠ shared: training one target per sample', { fusion: mc.fusion });
   log.info('training mode', { dense, batch: tc.batchSize, per_user: dense ? tc.windowsPerUser : tc.targetsPerUser });
+  // The run is done after the last stage; otherwise the next stage starts afresh (its own best and patience).
+  const endStage = (stage: number) => {
+    if (stage >= lastStage) state.done = true;
+    else {
+      state.stage = (stage + 1) as 2 | 3;
+      state.epochInStage = 0;
+      state.best = Infinity;
+      state.bad = 0;
+      log.info('next stage', { stage: state.stage });
+    }
+  };
   while (!state.done) {
     const stage = state.stage;
     const sc = tc.stages[stage - 1]!;
     if (sc.maxEpochs <= 0) {
-      if (stage >= lastStage) state.done = true;
-      else {
-        state.stage = (stage + 1) as 2 | 3;
-        state.epochInStage = 0;
-        state.best = Infinity;
-        state.bad = 0;
-      }
+      endStage(stage);
       continue;
     }
     const fopts = stageOptions(model, stage, true);
@@ -404,14 +409,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
     if (state.bad >= sc.patience || state.epochInStage >= sc.maxEpochs || yieldToLater) {
       // Stage over: continue from its best weights.
       model.params.load(bestSnapshot.manifest, bestSnapshot.blob, 'best snapshot');
-      if (stage >= lastStage) state.done = true;
-      else {
-        state.stage = (stage + 1) as 2 | 3;
-        state.epochInStage = 0;
-        state.best = Infinity;
-        state.bad = 0;
-        log.info('next stage', { stage: state.stage });
-      }
+      endStage(stage);
     }
     save(lastDir, true);
     if (timeUp && !state.done) {
