@@ -1,7 +1,7 @@
 // The generator's own ranking of its targets (src/data/generator/ceiling.ts): its distribution is the one the
 // targets are drawn from (observed recall matches the recall it predicts; every drawn item has mass), the two views
 // differ only in returns, and `gems generate ceiling` reads a data dir of several generator runs.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -84,6 +84,9 @@ describe('targetDistribution', () => {
     const observed = evaluateCeiling(() => cat, () => opts, truth, 'full', { ks: [10, 100], focus: 'observed' });
     expect(observed.current['Recall@10']!).toBeLessThan(r.current['Recall@10']!);
     expect(() => evaluateCeiling(() => cat, () => { throw new Error('no generator run wrote user 1'); }, truth.slice(0, 1), 'full')).toThrow(/user 1/);
+    // A truth file the options do not regenerate (other options, another generator) is refused, not ranked.
+    const other = resolveLifelongOptions(undefined, { ...base, seed: 12 });
+    expect(() => evaluateCeiling(() => buildCatalogue(other), () => other, truth.slice(0, 1), 'full')).toThrow(/user 1: regenerating gives target .* the truth file has item/);
   });
 });
 
@@ -115,6 +118,11 @@ describe('gems generate ceiling', () => {
       expect(report.details.users).toBe(3);
       expect(await runCli(['generate', 'ceiling', '--user-ids', '100..', '--data-dir', dataDir], () => {})).toBe(2);
       expect(logs.join('\n')).toMatch(/no truth targets for users 100\.\./);
+      // Data of another generator version cannot be regenerated: refused before ranking anything.
+      const manifestPath = join(dataDir, 'generated', 'manifest.json');
+      writeFileSync(manifestPath, JSON.stringify({ ...JSON.parse(readFileSync(manifestPath, 'utf8')), version: 99 }));
+      expect(await runCli(['generate', 'ceiling', '--data-dir', dataDir], () => {})).toBe(2);
+      expect(logs.join('\n')).toMatch(/written by generator version 99, this is version 1/);
     } finally {
       setLogSink(prevSink);
     }

@@ -179,12 +179,21 @@ export function evaluateCeiling(
   const ks = opts.ks ?? [10, 100, 500];
   const acc = { overall: new RankAccumulator(ks), dormant: new RankAccumulator(ks), current: new RankAccumulator(ks) };
   const byUser = new Map<number, TruthRecord[]>();
-  for (const t of truth) byUser.set(t.user_id, [...(byUser.get(t.user_id) ?? []), t]);
+  for (const t of truth) {
+    const list = byUser.get(t.user_id);
+    if (list) list.push(t);
+    else byUser.set(t.user_id, [t]);
+  }
   for (const [userId, targets] of byUser) {
     const o = optionsOf(userId);
     const cat = catOf(o);
     const g = generateUser(cat, o, userId);
     for (const t of targets) {
+      // The ranking is only the truth's if regenerating gives the same user (same options and generator code).
+      const again = g.truth.find((r) => r.position === t.position);
+      if (!again || again.item_id !== t.item_id) {
+        throw new Error(`user ${userId}: regenerating gives target ${again ? `item ${again.item_id}` : 'none'} at position ${t.position}, the truth file has item ${t.item_id} (data from other options or another generator version)`);
+      }
       const rank = rankOf(targetDistribution(cat, o, g, t, view, opts.focus), t.item_id);
       acc.overall.add(rank);
       (t.dormant ? acc.dormant : acc.current).add(rank);
