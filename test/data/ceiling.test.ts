@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildCatalogue } from '../../src/data/generator/catalogue.js';
-import { evaluateCeiling, rankOf, targetDistribution, type CeilingView, type FocusView } from '../../src/data/generator/ceiling.js';
+import { evaluateCeiling, rankOf, targetDistribution, type CeilingResult, type CeilingView, type FocusView } from '../../src/data/generator/ceiling.js';
 import { generateUser, resolveLifelongOptions, type LifelongOptions } from '../../src/data/generator/lifelong.js';
 import { runCli } from '../../src/cli/main.js';
 import { setLogSink } from '../../src/util/log.js';
@@ -71,22 +71,20 @@ describe('targetDistribution', () => {
     expect(meanLog('full')).toBeGreaterThan(meanLog('blind') + 1);
   });
 
-  it('evaluateCeiling splits by the dormant flag and regenerates each user from the options that wrote it', () => {
+  it('evaluateCeiling splits by the dormant flag, ranks several views in one pass and regenerates each user from the options that wrote it', () => {
     const truth = drawn.map(({ t }) => t);
-    const r = evaluateCeiling(() => cat, () => opts, truth, 'full', { ks: [10, 100] });
+    const [r, blind, observed] = evaluateCeiling(() => cat, () => opts, truth, [{ view: 'full' }, { view: 'blind' }, { view: 'full', focus: 'observed' }], { ks: [10, 100] }) as [CeilingResult, CeilingResult, CeilingResult];
     const dormant = truth.filter((t) => t.dormant).length;
     expect(r.overall['targets']).toBe(truth.length);
     expect(r.dormant['targets']).toBe(dormant);
     expect(r.current['targets']).toBe(truth.length - dormant);
-    const blind = evaluateCeiling(() => cat, () => opts, truth, 'blind', { ks: [10, 100] });
     expect(r.dormant['Recall@100']!).toBeGreaterThan(blind.dormant['Recall@100']!);
     // Knowing the session's focus only from its events costs current targets, not returns.
-    const observed = evaluateCeiling(() => cat, () => opts, truth, 'full', { ks: [10, 100], focus: 'observed' });
     expect(observed.current['Recall@10']!).toBeLessThan(r.current['Recall@10']!);
-    expect(() => evaluateCeiling(() => cat, () => { throw new Error('no generator run wrote user 1'); }, truth.slice(0, 1), 'full')).toThrow(/user 1/);
+    expect(() => evaluateCeiling(() => cat, () => { throw new Error('no generator run wrote user 1'); }, truth.slice(0, 1), [{ view: 'full' }])).toThrow(/user 1/);
     // A truth file the options do not regenerate (other options, another generator) is refused, not ranked.
     const other = resolveLifelongOptions(undefined, { ...base, seed: 12 });
-    expect(() => evaluateCeiling(() => buildCatalogue(other), () => other, truth.slice(0, 1), 'full')).toThrow(/user 1: regenerating gives target .* the truth file has item/);
+    expect(() => evaluateCeiling(() => buildCatalogue(other), () => other, truth.slice(0, 1), [{ view: 'full' }])).toThrow(/user 1: regenerating gives target .* the truth file has item/);
   });
 });
 

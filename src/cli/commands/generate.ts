@@ -135,16 +135,19 @@ async function ceiling(config: GemsConfig, args: ParsedArgs, out: (line: string)
   const truth = readTruth(paths.truth).filter((t) => inIdRange(t.user_id, range));
   if (truth.length === 0) throw new UsageError(`no truth targets${range ? ` for users ${range.from}..${range.to}` : ''} in ${paths.truth}`);
   const users = new Set(truth.map((t) => t.user_id)).size;
-  const rows: ResultRow[] = [];
-  for (const focus of FOCUS_VIEWS) {
-    for (const view of CEILING_VIEWS) {
-      const prog = progress(log, `generator ceiling (${view}, ${focus} focus)`, users, 'users');
-      const r = evaluateCeiling(catOf, optionsOf, truth, view, { focus, onUser: () => prog.tick() });
-      prog.done();
-      const label = `generator ranking, ${view === 'full' ? 'full history' : 'blind to the lifecycle part'}, ${focus} focus`;
-      rows.push({ name: `${label}: all targets`, metrics: r.overall }, { name: `${label}: dormant`, metrics: r.dormant }, { name: `${label}: current`, metrics: r.current });
-    }
-  }
+  const rankings = FOCUS_VIEWS.flatMap((focus) => CEILING_VIEWS.map((view) => ({ view, focus })));
+  const prog = progress(log, 'generator ceiling', users, 'users');
+  const results = evaluateCeiling(catOf, optionsOf, truth, rankings, { onUser: () => prog.tick() });
+  prog.done();
+  const rows: ResultRow[] = rankings.flatMap(({ view, focus }, i) => {
+    const r = results[i]!;
+    const label = `generator ranking, ${view === 'full' ? 'full history' : 'blind to the lifecycle part'}, ${focus} focus`;
+    return [
+      { name: `${label}: all targets`, metrics: r.overall },
+      { name: `${label}: dormant`, metrics: r.dormant },
+      { name: `${label}: current`, metrics: r.current },
+    ];
+  });
   const name = flagString(args, 'name', 'ceiling');
   const outDir = flagString(args, 'out', join(resolvedPaths(config).runs, 'generator-ceiling'));
   const files = writeReport(outDir, name, {

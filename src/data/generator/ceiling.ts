@@ -30,6 +30,9 @@ const SESSION_GAP_MS = 10 * 60_000;
 /** Tries of the generator's popularity draw of an unseen item before it takes the first unseen one (lifelong.ts). */
 const UNSEEN_DRAW_TRIES = 64;
 
+/** The probability step of a cumulative distribution at k (its range starts at lo). */
+const cdfStep = (cdf: Float64Array, lo: number, k: number): number => cdf[k]! - (k > lo ? cdf[k - 1]! : 0);
+
 /** Probability of each item of cluster c being the generator's target item, given the user's seen items. */
 function itemDraw(cat: Catalogue, c: number, seen: Uint8Array): Map<number, number> {
   const out = new Map<number, number>();
@@ -39,20 +42,19 @@ function itemDraw(cat: Catalogue, c: number, seen: Uint8Array): Map<number, numb
   let firstUnseen = -1;
   for (let k = lo; k < hi; k++) {
     if (seen[cat.clusterItems[k]!]) continue;
-    unseenMass += cat.clusterCdf[k]! - (k > lo ? cat.clusterCdf[k - 1]! : 0);
+    unseenMass += cdfStep(cat.clusterCdf, lo, k);
     if (firstUnseen < 0) firstUnseen = cat.clusterItems[k]!;
   }
   if (firstUnseen < 0) {
     // Every item seen: the generator repeats one by popularity.
-    for (let k = lo; k < hi; k++) out.set(cat.clusterItems[k]!, cat.clusterCdf[k]! - (k > lo ? cat.clusterCdf[k - 1]! : 0));
+    for (let k = lo; k < hi; k++) out.set(cat.clusterItems[k]!, cdfStep(cat.clusterCdf, lo, k));
     return out;
   }
   const miss = Math.pow(1 - Math.min(1, unseenMass), UNSEEN_DRAW_TRIES);
   for (let k = lo; k < hi; k++) {
     const item = cat.clusterItems[k]!;
     if (seen[item]) continue;
-    const p = cat.clusterCdf[k]! - (k > lo ? cat.clusterCdf[k - 1]! : 0);
-    out.set(item, ((1 - miss) * p) / unseenMass + (item === firstUnseen ? miss : 0));
+    out.set(item, ((1 - miss) * cdfStep(cat.clusterCdf, lo, k)) / unseenMass + (item === firstUnseen ? miss : 0));
   }
   return out;
 }
@@ -139,7 +141,7 @@ export function targetDistribution(cat: Catalogue, o: LifelongOptions, g: Genera
   } else {
     const inMid = new Uint8Array(cat.numClusters);
     for (let t = Math.max(0, p - o.tMid); t < p; t++) inMid[cat.itemCluster[h.itemId[t]!]!] = 1;
-    const pop = (c: number) => cat.clusterPopularityCdf[c]! - (c > 0 ? cat.clusterPopularityCdf[c - 1]! : 0);
+    const pop = (c: number) => cdfStep(cat.clusterPopularityCdf, 0, c);
     let total = 0;
     for (let c = 0; c < cat.numClusters; c++) if (!inMid[c]) total += pop(c);
     for (let c = 0; c < cat.numClusters; c++) if (!inMid[c] && total > 0) addScaled(ret, draw(c), pop(c) / total);
@@ -165,19 +167,26 @@ export interface CeilingResult {
   current: Record<string, number>;
 }
 
+/** One ranking to evaluate: what it knows of returns and of the session's focus (default exact). */
+export interface CeilingRanking {
+  view: CeilingView;
+  focus?: FocusView;
+}
+
 /**
- * Recall@K / NDCG@K of a view over truth targets, split by the generator's dormant flag. `optionsOf(user)` gives the
- * options of the generator run that wrote the user (a data dir may hold several runs); a user it does not know throws.
+ * Recall@K / NDCG@K of each ranking over truth targets, split by the generator's dormant flag; results in the order of
+ * `rankings`, each user regenerated once for all of them. `optionsOf(user)` gives the options of the generator run
+ * that wrote the user (a data dir may hold several runs); a user it does not know throws.
  */
 export function evaluateCeiling(
   catOf: (o: LifelongOptions) => Catalogue,
   optionsOf: (userId: number) => LifelongOptions,
   truth: TruthRecord[],
-  view: CeilingView,
-  opts: { ks?: number[]; focus?: FocusView; onUser?: () => void } = {},
-): CeilingResult {
+  rankings: CeilingRanking[],
+  opts: { ks?: number[]; onUser?: () => void } = {},
+): CeilingResult[] {
   const ks = opts.ks ?? [10, 100, 500];
-  const acc = { overall: new RankAccumulator(ks), dormant: new RankAccumulator(ks), current: new RankAccumulator(ks) };
+  const accs = rankings.map(() => ({ overall: new RankAccumulator(ks), dormant: new RankAccumulator(ks), current: new RankAccumulator(ks) }));
   const byUser = new Map<number, TruthRecord[]>();
   for (const t of truth) {
     const list = byUser.get(t.user_id);
@@ -194,9 +203,12 @@ export function evaluateCeiling(
       if (!again || again.item_id !== t.item_id) {
         throw new Error(`user ${userId}: regenerating gives target ${again ? `item ${again.item_id}` : 'none'} at position ${t.position}, the truth file has item ${t.item_id} (data from other options or another generator version)`);
       }
-      const rank = rankOf(targetDistribution(cat, o, g, t, view, opts.focus), t.item_id);
-      acc.overall.add(rank);
-      (t.dormant ? acc.dormant : acc.current).add(rank);
+      rankings.forEach((r, i) => {
+        const rank = rankOf(targetDistribution(cat, o, g, t, r.view, r.focus), t.item_id);
+        const acc = accs[i]!;
+        acc.overall.add(rank);
+        (t.dormant ? acc.dormant : acc.current).add(rank);
+      });
     }
     opts.onUser?.();
   }
@@ -209,5 +221,5 @@ export function evaluateCeiling(
     }
     return out;
   };
-  return { overall: result(acc.overall), dormant: result(acc.dormant), current: result(acc.current) };
+  return accs.map((a) => ({ overall: result(a.overall), dormant: result(a.dormant), current: result(a.current) }));
 }
