@@ -79,6 +79,14 @@ export interface GemsModelConfig {
    * crowd out the returns. Absent in older checkpoints = no intent.
    */
   returnIntent?: boolean;
+  /**
+   * Events also enter by their Semantic ID: the behavior features gain the embeddings of the item's first
+   * `codeInputs` codes (level 0: codebook-0[c0]; level 1: codebook-1[c1] + node[c0·c1] with prefix embeddings), the
+   * decoder's own code embeddings (tied). An item-ID embedding must be learnt item by item; the codes are shared by
+   * every item of an interest, so "which interests the recent events hold" is there from the first step, in the
+   * space the decoder writes its codes in. Needs the trie; absent in older checkpoints = 0 (item id only).
+   */
+  codeInputs?: number;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
   /**
@@ -298,6 +306,37 @@ export interface DecodeResult {
   mass?: Float32Array;
 }
 
+interface ItemCodeIndex {
+  known: Float32Array;
+  code0: Int32Array;
+  code1: Int32Array;
+  node1: Int32Array;
+}
+
+/**
+ * Vocabulary index → the item's level-0 code, level-1 code and level-1 trie node. The vocabulary is the items in
+ * ascending id order (features.ts ItemVocab over SemanticIds.itemIds, the trie's leaves), index 0 = padding.
+ */
+function itemCodeIndex(trie: CodeTrie, numItems: number): ItemCodeIndex {
+  const parent = new Int32Array(trie.nodes).fill(-1);
+  for (let v = 0; v < trie.nodes; v++) for (let k = 0; k < trie.childCount[v]!; k++) parent[trie.firstChild[v]! + k] = v;
+  const leaves: Array<[number, number]> = [];
+  for (let v = 0; v < trie.nodes; v++) if (trie.leafItem[v]! >= 0) leaves.push([trie.leafItem[v]!, v]);
+  if (leaves.length !== numItems) throw new Error(`GEMs codeInputs: the trie has ${leaves.length} items, the model ${numItems}`);
+  leaves.sort((a, b) => a[0] - b[0]);
+  const out: ItemCodeIndex = { known: new Float32Array(numItems + 1), code0: new Int32Array(numItems + 1), code1: new Int32Array(numItems + 1), node1: new Int32Array(numItems + 1) };
+  leaves.forEach(([, leaf], i) => {
+    let node = leaf;
+    while (trie.nodeDepth[node]! > 2) node = parent[node]!;
+    const first = trie.nodeDepth[node] === 2 ? parent[node]! : node;
+    out.known[i + 1] = 1;
+    out.code0[i + 1] = trie.nodeCode[first]!;
+    out.code1[i + 1] = trie.nodeDepth[node] === 2 ? trie.nodeCode[node]! : 0;
+    out.node1[i + 1] = trie.nodeDepth[node] === 2 ? node : 0;
+  });
+  return out;
+}
+
 function maskFromValid(valid: Uint8Array, B: number, L: number): T {
   const m = new Float32Array(B * L);
   for (let i = 0; i < B * L; i++) m[i] = valid[i] ? 0 : -1e9;
@@ -314,6 +353,8 @@ export class GemsModel {
 
   /** The Semantic-ID trie, when codes have prefix embeddings (cfg.prefixEmbeddings). */
   readonly trie: CodeTrie | null;
+  /** Per vocabulary index (0 = padding/unknown): the item's first codes and level-1 trie node (cfg.codeInputs). */
+  private readonly itemCodes: ItemCodeIndex | null;
 
   constructor(
     readonly cfg: GemsModelConfig,
@@ -325,6 +366,10 @@ export class GemsModel {
     if (cfg.prefixEmbeddings && !trie) throw new Error('GEMs config: prefixEmbeddings needs the Semantic-ID trie');
     if (trie && trie.depth !== this.W) throw new Error(`GEMs model: trie depth ${trie.depth} ≠ ${this.W} code levels`);
     this.trie = cfg.prefixEmbeddings ? trie! : null;
+    const codeInputs = cfg.codeInputs ?? 0;
+    if (codeInputs < 0 || codeInputs > Math.min(2, this.W - 1) || !Number.isInteger(codeInputs)) throw new Error(`GEMs config: codeInputs must be 0, 1 or 2 (and below the ${this.W} code levels), got ${codeInputs}`);
+    if (codeInputs > 0 && !trie) throw new Error('GEMs config: codeInputs needs the Semantic-ID trie');
+    this.itemCodes = codeInputs > 0 ? itemCodeIndex(trie!, cfg.numItems) : null;
     this.params = new ParamStore(cfg.seed);
     this.defineParams();
   }
@@ -359,7 +404,7 @@ export class GemsModel {
   /** Width of an event's behavior features (the behavior encoder's input). */
   get featureDim(): number {
     const f = this.cfg.features;
-    return f.itemDim + f.authorDim + f.tagDim + 4 * f.timeDim + LABEL_BITS;
+    return f.itemDim + f.authorDim + f.tagDim + 4 * f.timeDim + LABEL_BITS + (this.cfg.codeInputs ?? 0) * this.cfg.d;
   }
 
   // ---- parameters -------------------------------------------------------------------------------------------
@@ -539,6 +584,7 @@ export class GemsModel {
       .mul(tf.tensor2d(tagCount, [n, 1]));
     return tf.concat(
       [
+        ...this.codeFeatures(sb.item),
         gatherRows(this.v('be.item'), sb.item),
         gatherRows(this.v('be.author'), sb.author),
         tags,
@@ -550,6 +596,32 @@ export class GemsModel {
       ],
       1,
     );
+  }
+
+  /** The items' code embeddings (cfg.codeInputs levels, each [n, d]; zero for padding and unknown items). */
+  private codeFeatures(items: Int32Array): T[] {
+    const ic = this.itemCodes;
+    if (!ic) return [];
+    const n = items.length;
+    const known = new Float32Array(n);
+    const c0 = new Int32Array(n);
+    const c1 = new Int32Array(n);
+    const n1 = new Int32Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = items[i]!;
+      known[i] = ic.known[v]!;
+      c0[i] = ic.code0[v]!;
+      c1[i] = ic.code1[v]!;
+      n1[i] = ic.node1[v]!;
+    }
+    const mask = tf.tensor2d(known, [n, 1]);
+    const out = [gatherRows(this.v('code0'), c0).mul(mask)];
+    if ((this.cfg.codeInputs ?? 0) > 1) {
+      let e = gatherRows(this.v('code1'), c1);
+      if (this.trie) e = e.add(gatherRows(this.v('code.node'), n1));
+      out.push(e.mul(mask));
+    }
+    return out;
   }
 
   private positions(name: string, T: number): T {

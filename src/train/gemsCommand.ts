@@ -82,6 +82,8 @@ export function buildModelConfig(
     prefixEmbeddings: base.prefixEmbeddings === true && !flagBool(args, 'codebook-only'),
     // --return-intent: return targets (--return-share) get their own BOS intent instead of sharing the next event's.
     ...(flagBool(args, 'return-intent') ? { returnIntent: true } : {}),
+    // --code-inputs N: events also enter by the embeddings of their first N Semantic-ID codes (model config codeInputs).
+    ...(args.flags['code-inputs'] !== undefined ? { codeInputs: flagNumber(args, 'code-inputs') } : {}),
     indexer: { ...base.indexer, topK: flagNumber(args, 'top-k', base.indexer.topK), klWeight: flagNumber(args, 'kl-weight', base.indexer.klWeight) },
     lifecycle: { ...base.lifecycle, slots: lifecycle.fixedSlots ?? flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
   };
