@@ -117,6 +117,8 @@ export interface LifecycleSummary {
   dim: number;
   vectors: Float32Array;
   valid: Uint8Array;
+  /** Per slot, the coarse interest (first Semantic-ID code) it summarises, −1 for none (InterestSummarizer only). */
+  codes?: Int32Array;
 }
 
 export interface LifecycleSummarizer {
@@ -207,6 +209,7 @@ export class InterestSummarizer implements LifecycleSummarizer {
     const { slots: M, dim, vecDim, codes } = this;
     const out = new Float32Array(M * dim);
     const valid = new Uint8Array(M);
+    const slotCodes = new Int32Array(M).fill(-1);
     const count = new Int32Array(codes);
     const last = new Int32Array(codes).fill(-1);
     const n = h.length;
@@ -218,7 +221,7 @@ export class InterestSummarizer implements LifecycleSummarizer {
       last[c] = e;
       known++;
     }
-    if (known === 0) return { slots: M, dim, vectors: out, valid };
+    if (known === 0) return { slots: M, dim, vectors: out, valid, codes: slotCodes };
     // The M most frequent interests; ties → lower code (deterministic).
     const order = Array.from({ length: codes }, (_, c) => c).filter((c) => count[c]! > 0);
     order.sort((a, b) => count[b]! - count[a]! || a - b);
@@ -239,8 +242,9 @@ export class InterestSummarizer implements LifecycleSummarizer {
       out[s * dim + vecDim + 1] = k / known;
       out[s * dim + vecDim + 2] = (n - 1 - last[c]!) / n;
       valid[s] = 1;
+      slotCodes[s] = c;
     });
-    return { slots: M, dim, vectors: out, valid };
+    return { slots: M, dim, vectors: out, valid, codes: slotCodes };
   }
 }
 

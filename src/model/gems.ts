@@ -87,6 +87,12 @@ export interface GemsModelConfig {
    * space the decoder writes its codes in. Needs the trie; absent in older checkpoints = 0 (item id only).
    */
   codeInputs?: number;
+  /**
+   * Lifecycle slots that summarise one coarse interest (the 'interests' summary) also carry that interest's
+   * codebook-0 embedding, tied with the decoder's level-0 code embeddings: a slot points at the code it would bring
+   * back. Needs batches with lifecycleCodes; absent in older checkpoints = off.
+   */
+  lifecycleCodes?: boolean;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
   /**
@@ -136,6 +142,8 @@ export interface GemsBatch {
   /** B × slots × inDim lifecycle summaries and B × slots validity. */
   lifecycle: Float32Array;
   lifecycleValid: Uint8Array;
+  /** B × slots: each slot's coarse interest, −1 for none (summaries that name one: LifecycleSummary.codes). */
+  lifecycleCodes?: Int32Array;
 }
 
 export interface ForwardOptions {
@@ -631,7 +639,13 @@ export class GemsModel {
   private lifecycleTokens(batch: GemsBatch): T {
     const { slots, inDim } = this.cfg.lifecycle;
     const x = tf.tensor3d(batch.lifecycle, [batch.B, slots, inDim]);
-    return dense(x, this.v('life.proj'), this.v('life.projb')).add(this.v('life.slot').reshape([1, slots, this.cfg.d]));
+    const tokens = dense(x, this.v('life.proj'), this.v('life.projb')).add(this.v('life.slot').reshape([1, slots, this.cfg.d]));
+    if (!this.cfg.lifecycleCodes) return tokens;
+    const codes = batch.lifecycleCodes;
+    if (!codes || codes.length !== batch.B * slots) throw new Error('GEMs lifecycleCodes: the batch has no per-slot interest codes (a summary that names them: --lifecycle-source interests)');
+    const mask = tf.tensor3d(Float32Array.from(codes, (c) => (c >= 0 ? 1 : 0)), [batch.B, slots, 1]);
+    const e = gatherRows(this.v('code0'), Int32Array.from(codes, (c) => Math.max(0, c))).reshape([batch.B, slots, this.cfg.d]);
+    return tokens.add(e.mul(mask));
   }
 
   /**

@@ -84,6 +84,8 @@ export function buildModelConfig(
     ...(flagBool(args, 'return-intent') ? { returnIntent: true } : {}),
     // --code-inputs N: events also enter by the embeddings of their first N Semantic-ID codes (model config codeInputs).
     ...(args.flags['code-inputs'] !== undefined ? { codeInputs: flagNumber(args, 'code-inputs') } : {}),
+    // --lifecycle-codes: interest slots also carry their code's embedding (model config lifecycleCodes).
+    ...(flagBool(args, 'lifecycle-codes') ? { lifecycleCodes: true } : {}),
     indexer: { ...base.indexer, topK: flagNumber(args, 'top-k', base.indexer.topK), klWeight: flagNumber(args, 'kl-weight', base.indexer.klWeight) },
     lifecycle: { ...base.lifecycle, slots: lifecycle.fixedSlots ?? flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
   };
@@ -102,6 +104,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
   const life = trainingLifecycle(config, sid, source, slots, args.flags['compressor-version'] !== undefined ? flagString(args, 'compressor-version') : undefined);
   const summarizer = life.summarizer;
   const mc = buildModelConfig(config, sid, summarizer.dim, args, source === 'memory' ? { fixedSlots: summarizer.slots, streamsFromConfig: true } : {});
+  if (mc.lifecycleCodes && source !== 'interests') throw new UsageError(`--lifecycle-codes needs a summary whose slots are interests (--lifecycle-source interests), not '${source}'`);
   const tp = GEMS_TRAIN_PRESETS[flagString(args, 'preset', 'default')] ?? {};
   const s1 = flagNumber(args, 'epochs', tp.epochs?.[0] ?? DEFAULT_GEMS_TRAIN.stages[0].maxEpochs);
   const patience = flagNumber(args, 'patience', DEFAULT_GEMS_TRAIN.stages[0].patience);

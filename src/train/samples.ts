@@ -36,6 +36,7 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
   const ref = inputs.map((h) => (h.length ? h.ts[h.length - 1]! : NaN));
   const lifecycle = new Float32Array(B * cfg.lifecycle.slots * cfg.lifecycle.inDim);
   const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
+  const lifecycleCodes = new Int32Array(B * cfg.lifecycle.slots).fill(-1);
   streams.forEach((s, b) => {
     // A precomputed summary (e.g. the user's stored lifecycle memory) wins over summarising the events here.
     const given = lifecycleSummaries?.[b];
@@ -45,6 +46,7 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
     const sum = given ?? summarizer.summarize(s.lifecycle);
     lifecycle.set(sum.vectors, b * sum.vectors.length);
     lifecycleValid.set(sum.valid, b * sum.valid.length);
+    if (sum.codes) lifecycleCodes.set(sum.codes, b * sum.valid.length);
   });
   const fc = cfg.features;
   return {
@@ -53,6 +55,7 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
     mid: buildStreamBatch(streams.map((s) => s.mid), cfg.tMid - cfg.tRecent, ctx.vocab, fc, ref),
     lifecycle,
     lifecycleValid,
+    lifecycleCodes,
   };
 }
 
@@ -217,6 +220,7 @@ export function denseBatchFromWindows(
   const ref: number[] = [];
   const lifecycle = new Float32Array(B * cfg.lifecycle.slots * cfg.lifecycle.inDim);
   const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
+  const lifecycleCodes = new Int32Array(B * cfg.lifecycle.slots).fill(-1);
   const targetCodes = new Int32Array(B * T * W);
   const targetMask = new Uint8Array(B * T);
   const returnRows = new Uint8Array(B * T);
@@ -238,6 +242,7 @@ export function denseBatchFromWindows(
     const sum = summarizer.summarize(sliceHistory(h, 0, midStart));
     lifecycle.set(sum.vectors, b * sum.vectors.length);
     lifecycleValid.set(sum.valid, b * sum.valid.length);
+    if (sum.codes) lifecycleCodes.set(sum.codes, b * sum.valid.length);
     const n = w.t - a;
     // Per coarse code, its events in the lifecycle part (the codes present there, and how strongly).
     const lifecycleCount = new Map<number, number>();
@@ -320,6 +325,7 @@ export function denseBatchFromWindows(
     mid: buildStreamBatch(mid, midLen, ctx.vocab, fc, ref),
     lifecycle,
     lifecycleValid,
+    lifecycleCodes,
   };
   return { batch, targetCodes, targetMask, targets, targetWeight, longRange, returns, returnRows };
 }

@@ -2,10 +2,11 @@
 // code embeddings of each event's item, so they move with exactly the items that share those codes.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../src/compute/backend.js';
+import { InterestSummarizer } from '../../src/model/features.js';
 import { GemsModel } from '../../src/model/gems.js';
 import { scoped } from '../../src/model/ops.js';
-import { batchFromInputs } from '../../src/train/samples.js';
-import { historyOf, ITEM_IDS, tinyModel } from './fixture.js';
+import { batchFromInputs, makeSampleContext } from '../../src/train/samples.js';
+import { fixtureSid, historyOf, ITEM_IDS, ringHistories, tinyConfig, tinyModel } from './fixture.js';
 
 beforeAll(async () => {
   await initBackend();
@@ -67,5 +68,33 @@ describe('GEMs code inputs', () => {
     const { cfg, sid } = tinyModel();
     expect(() => new GemsModel({ ...cfg, codeInputs: 3 }, sid.trie)).toThrow(/codeInputs must be 0, 1 or 2/);
     expect(() => new GemsModel({ ...cfg, prefixEmbeddings: false, codeInputs: 1 })).toThrow(/codeInputs needs the Semantic-ID trie/);
+  });
+
+  it('lifecycle codes: an interest slot carries its code’s level-0 embedding, so only codes held by a slot move the lifecycle memory', () => {
+    const sid = fixtureSid();
+    const summarizer = new InterestSummarizer(sid, 3);
+    const cfg = tinyConfig({ lifecycleCodes: true, lifecycle: { slots: 3, inDim: summarizer.dim, layers: 1 } });
+    const model = new GemsModel(cfg, sid.trie);
+    const ctx = makeSampleContext(cfg, sid, summarizer);
+    const [h] = ringHistories(1, 40);
+    const batch = batchFromInputs(ctx, [h!]);
+    const held = [...batch.lifecycleCodes!].filter((c) => c >= 0);
+    expect(held.length).toBe(3);
+    const keys = () => scoped(() => Array.from(model.encode(batch, false).mem.lifecycle!.keys.dataSync()));
+    const code0 = model.params.get('code0', [sid.sizes[0]!, cfg.d]);
+    const moves = (c: number) => {
+      const before = keys();
+      const saved = code0.clone();
+      // A random direction: a constant shift of a token would vanish in the memory's layer norm.
+      tf.tidy(() => code0.assign(code0.add(tf.oneHot([c], sid.sizes[0]!).reshape([sid.sizes[0]!, 1]).mul(tf.randomNormal([1, cfg.d], 0, 0.5, 'float32', 9)))));
+      const after = keys();
+      code0.assign(saved);
+      saved.dispose();
+      return after.some((x, i) => Math.abs(x - before[i]!) > 1e-6);
+    };
+    for (let c = 0; c < sid.sizes[0]!; c++) expect(moves(c)).toBe(held.includes(c));
+    // A hand-built batch without the slots' codes is refused, not silently read as "no interest".
+    expect(() => scoped(() => model.encode({ ...batch, lifecycleCodes: undefined }, false))).toThrow(/no per-slot interest codes/);
+    model.dispose();
   });
 });
