@@ -93,6 +93,12 @@ export interface GemsModelConfig {
    * back. Needs batches with lifecycleCodes; absent in older checkpoints = off.
    */
   lifecycleCodes?: boolean;
+  /**
+   * With lifecycleCodes: a slot whose interest also occurs in the mid-term stream gets one more learned vector
+   * (`life.inmid`). The offline memory cannot know what happened after it was built; the request knows its mid-term
+   * events, so "this interest is dormant" is an input and need not be inferred by attention. Absent = off.
+   */
+  lifecycleInMid?: boolean;
   decoderLayers: number;
   indexer: { heads: number; dim: number; topK: number; klWeight: number };
   /**
@@ -144,6 +150,8 @@ export interface GemsBatch {
   lifecycleValid: Uint8Array;
   /** B × slots: each slot's coarse interest, −1 for none (summaries that name one: LifecycleSummary.codes). */
   lifecycleCodes?: Int32Array;
+  /** B × slots: 1 when the slot's coarse interest also occurs in the mid-term stream (cfg.lifecycleInMid). */
+  lifecycleInMid?: Uint8Array;
 }
 
 export interface ForwardOptions {
@@ -377,6 +385,7 @@ export class GemsModel {
     const codeInputs = cfg.codeInputs ?? 0;
     if (codeInputs < 0 || codeInputs > Math.min(2, this.W - 1) || !Number.isInteger(codeInputs)) throw new Error(`GEMs config: codeInputs must be 0, 1 or 2 (and below the ${this.W} code levels), got ${codeInputs}`);
     if (codeInputs > 0 && !trie) throw new Error('GEMs config: codeInputs needs the Semantic-ID trie');
+    if (cfg.lifecycleInMid && !cfg.lifecycleCodes) throw new Error('GEMs config: lifecycleInMid marks interest slots, it needs lifecycleCodes');
     this.itemCodes = codeInputs > 0 ? itemCodeIndex(trie!, cfg.numItems) : null;
     this.params = new ParamStore(cfg.seed);
     this.defineParams();
@@ -478,6 +487,7 @@ export class GemsModel {
       p.get('life.proj', [c.lifecycle.inDim, d]);
       p.get('life.projb', [d], 'zeros');
       p.get('life.slot', [c.lifecycle.slots, d], 'normal', 0.02);
+      if (c.lifecycleInMid) p.get('life.inmid', [d], 'normal', 0.1);
       if (!shared) {
         for (let l = 0; l < c.lifecycle.layers; l++) this.selfBlockParams(`life${l}`);
         this.normParams('life.out');
@@ -645,7 +655,11 @@ export class GemsModel {
     if (!codes || codes.length !== batch.B * slots) throw new Error('GEMs lifecycleCodes: the batch has no per-slot interest codes (a summary that names them: --lifecycle-source interests)');
     const mask = tf.tensor3d(Float32Array.from(codes, (c) => (c >= 0 ? 1 : 0)), [batch.B, slots, 1]);
     const e = gatherRows(this.v('code0'), Int32Array.from(codes, (c) => Math.max(0, c))).reshape([batch.B, slots, this.cfg.d]);
-    return tokens.add(e.mul(mask));
+    const withCodes = tokens.add(e.mul(mask));
+    if (!this.cfg.lifecycleInMid) return withCodes;
+    const inMid = batch.lifecycleInMid;
+    if (!inMid || inMid.length !== batch.B * slots) throw new Error('GEMs lifecycleInMid: the batch does not say which slots occur in the mid-term stream');
+    return withCodes.add(tf.tensor3d(Float32Array.from(inMid), [batch.B, slots, 1]).mul(this.v('life.inmid').reshape([1, 1, this.cfg.d])));
   }
 
   /**

@@ -86,6 +86,8 @@ export function buildModelConfig(
     ...(args.flags['code-inputs'] !== undefined ? { codeInputs: flagNumber(args, 'code-inputs') } : {}),
     // --lifecycle-codes: interest slots also carry their code's embedding (model config lifecycleCodes).
     ...(flagBool(args, 'lifecycle-codes') ? { lifecycleCodes: true } : {}),
+    // --lifecycle-in-mid: ... and a vector for slots whose interest also occurs in the mid-term stream (lifecycleInMid).
+    ...(flagBool(args, 'lifecycle-in-mid') ? { lifecycleCodes: true, lifecycleInMid: true } : {}),
     indexer: { ...base.indexer, topK: flagNumber(args, 'top-k', base.indexer.topK), klWeight: flagNumber(args, 'kl-weight', base.indexer.klWeight) },
     lifecycle: { ...base.lifecycle, slots: lifecycle.fixedSlots ?? flagNumber(args, 'slots', base.lifecycle.slots), inDim: summaryDim },
   };

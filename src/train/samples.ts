@@ -37,6 +37,7 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
   const lifecycle = new Float32Array(B * cfg.lifecycle.slots * cfg.lifecycle.inDim);
   const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
   const lifecycleCodes = new Int32Array(B * cfg.lifecycle.slots).fill(-1);
+  const lifecycleInMid = new Uint8Array(B * cfg.lifecycle.slots);
   streams.forEach((s, b) => {
     // A precomputed summary (e.g. the user's stored lifecycle memory) wins over summarising the events here.
     const given = lifecycleSummaries?.[b];
@@ -46,7 +47,10 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
     const sum = given ?? summarizer.summarize(s.lifecycle);
     lifecycle.set(sum.vectors, b * sum.vectors.length);
     lifecycleValid.set(sum.valid, b * sum.valid.length);
-    if (sum.codes) lifecycleCodes.set(sum.codes, b * sum.valid.length);
+    if (sum.codes) {
+      lifecycleCodes.set(sum.codes, b * sum.valid.length);
+      markInMid(ctx.sid, sum.codes, s.mid, lifecycleInMid, b * sum.valid.length);
+    }
   });
   const fc = cfg.features;
   return {
@@ -56,7 +60,20 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
     lifecycle,
     lifecycleValid,
     lifecycleCodes,
+    lifecycleInMid,
   };
+}
+
+/**
+ * Marks the slots whose coarse interest also occurs among `mid`'s events (out[offset + slot] = 1): known online
+ * from the mid-term stream, so a lifecycle interest that is not dormant can be told from one that is.
+ */
+function markInMid(sid: SemanticIds, codes: Int32Array, mid: History, out: Uint8Array, offset: number): void {
+  const present = new Set<number>();
+  for (let j = 0; j < mid.length; j++) present.add(coarseCodeOf(sid, mid.itemId[j]!));
+  codes.forEach((c, s) => {
+    if (c >= 0 && present.has(c)) out[offset + s] = 1;
+  });
 }
 
 /** Batch + target codes (B × W) for samples; the input of sample (u, t) is history u cut before t. */
@@ -221,6 +238,7 @@ export function denseBatchFromWindows(
   const lifecycle = new Float32Array(B * cfg.lifecycle.slots * cfg.lifecycle.inDim);
   const lifecycleValid = new Uint8Array(B * cfg.lifecycle.slots);
   const lifecycleCodes = new Int32Array(B * cfg.lifecycle.slots).fill(-1);
+  const lifecycleInMid = new Uint8Array(B * cfg.lifecycle.slots);
   const targetCodes = new Int32Array(B * T * W);
   const targetMask = new Uint8Array(B * T);
   const returnRows = new Uint8Array(B * T);
@@ -242,7 +260,10 @@ export function denseBatchFromWindows(
     const sum = summarizer.summarize(sliceHistory(h, 0, midStart));
     lifecycle.set(sum.vectors, b * sum.vectors.length);
     lifecycleValid.set(sum.valid, b * sum.valid.length);
-    if (sum.codes) lifecycleCodes.set(sum.codes, b * sum.valid.length);
+    if (sum.codes) {
+      lifecycleCodes.set(sum.codes, b * sum.valid.length);
+      markInMid(sid, sum.codes, mid[b]!, lifecycleInMid, b * sum.valid.length);
+    }
     const n = w.t - a;
     // Per coarse code, its events in the lifecycle part (the codes present there, and how strongly).
     const lifecycleCount = new Map<number, number>();
@@ -326,6 +347,7 @@ export function denseBatchFromWindows(
     lifecycle,
     lifecycleValid,
     lifecycleCodes,
+    lifecycleInMid,
   };
   return { batch, targetCodes, targetMask, targets, targetWeight, longRange, returns, returnRows };
 }

@@ -97,4 +97,28 @@ describe('GEMs code inputs', () => {
     expect(() => scoped(() => model.encode({ ...batch, lifecycleCodes: undefined }, false))).toThrow(/no per-slot interest codes/);
     model.dispose();
   });
+
+  it('lifecycle in-mid: a slot is marked exactly when its interest occurs among the mid-term events (not the recent ones), and the mark is an input', () => {
+    const sid = fixtureSid();
+    const summarizer = new InterestSummarizer(sid, 3);
+    const cfg = tinyConfig({ lifecycleCodes: true, lifecycleInMid: true, lifecycle: { slots: 3, inDim: summarizer.dim, layers: 1 } });
+    const model = new GemsModel(cfg, sid.trie);
+    const ctx = makeSampleContext(cfg, sid, summarizer);
+    const byCode = new Map<number, number[]>();
+    for (const id of ITEM_IDS) byCode.set(sid.codes[sid.rowOf(id) * sid.sizes.length]!, [...(byCode.get(sid.codes[sid.rowOf(id) * sid.sizes.length]!) ?? []), id]);
+    const [a, b, c] = [...byCode.keys()];
+    const pick = (code: number, n: number) => Array.from({ length: n }, (_, i) => byCode.get(code)![i % byCode.get(code)!.length]!);
+    // Lifecycle part: interests a and b; mid-term (T_mid − T_recent = 8 events): b only; recent (4): c only.
+    const h = historyOf(5, [...pick(a!, 10), ...pick(b!, 10), ...pick(b!, cfg.tMid - cfg.tRecent), ...pick(c!, cfg.tRecent)]);
+    const batch = batchFromInputs(ctx, [h]);
+    const marks = new Map([...batch.lifecycleCodes!].map((code, s) => [code, batch.lifecycleInMid![s]!]));
+    expect(marks.get(a!)).toBe(0);
+    expect(marks.get(b!)).toBe(1);
+    expect(marks.has(c!)).toBe(false);
+    const keys = (x: typeof batch) => scoped(() => Array.from(model.encode(x, false).mem.lifecycle!.keys.dataSync()));
+    expect(keys({ ...batch, lifecycleInMid: new Uint8Array(3) })).not.toEqual(keys(batch));
+    expect(() => scoped(() => model.encode({ ...batch, lifecycleInMid: undefined }, false))).toThrow(/which slots occur in the mid-term stream/);
+    expect(() => new GemsModel({ ...cfg, lifecycleCodes: false }, sid.trie)).toThrow(/needs lifecycleCodes/);
+    model.dispose();
+  });
 });

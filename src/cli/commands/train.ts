@@ -23,6 +23,7 @@ export const command: Command = {
            interests = one slot per coarse interest (first Semantic-ID code), most frequent first
   gems inputs: [--code-inputs 0|1|2] (events also enter by their first N Semantic-ID codes, tied to the decoder's code embeddings)
            [--lifecycle-codes] (with --lifecycle-source interests: each slot also carries its interest's level-0 code embedding)
+           [--lifecycle-in-mid] (implies --lifecycle-codes; slots whose interest occurs in the mid-term stream are marked)
   gems objective: [--return-share q] (share of targets that are the next return of a dormant interest; 0 = next event)
            [--long-range-weight W] [--new-items] (every target an item new to the user, as served lists hold no seen items)
            [--interest-targets] (every target an engaged event of an established interest: skips and exploration are not positives)
