@@ -322,6 +322,13 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
       log.info('next stage', { stage: state.stage });
     }
   };
+  // A finished run resumed with epochs for the stages it had skipped (stage 1 alone, then --epochs2 1 --epochs3 1)
+  // goes on with them, as an unbroken run would have.
+  if (state.done && state.stage < lastStage) {
+    state.done = false;
+    log.info('continuing a finished run with its later stages', { finished_stage: state.stage, last_stage: lastStage });
+    endStage(state.stage);
+  }
   while (!state.done) {
     const stage = state.stage;
     const sc = tc.stages[stage - 1]!;

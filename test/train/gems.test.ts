@@ -118,14 +118,19 @@ describe('GEMs training', () => {
     const sid = fixtureSid();
     const cfg = tinyConfig();
     const base = { histories: ringHistories(4, 20), sid, summarizer: new ChunkMeanSummarizer(sid, cfg.lifecycle.slots), modelConfig: cfg };
-    const only1 = await trainGems({ ...base, runDir: tmp(), train: baseTrain({ stages: [{ maxEpochs: 2, patience: 5 }, { maxEpochs: 0, patience: 1 }, { maxEpochs: 0, patience: 1 }] }) });
+    const dir1 = tmp();
+    const only1 = await trainGems({ ...base, runDir: dir1, train: baseTrain({ stages: [{ maxEpochs: 2, patience: 5 }, { maxEpochs: 0, patience: 1 }, { maxEpochs: 0, patience: 1 }] }) });
     expect(only1.model.hasIndexer).toBe(true);
     expect(only1.state).toMatchObject({ stage: 1, epochInStage: 2, totalEpochs: 2, done: true });
     expect(only1.state.history.map((e) => e.stage)).toEqual([1, 1]);
     const skip2 = await trainGems({ ...base, runDir: tmp(), train: baseTrain({ stages: [{ maxEpochs: 1, patience: 5 }, { maxEpochs: 0, patience: 1 }, { maxEpochs: 1, patience: 1 }] }) });
     expect(skip2.state.history.map((e) => e.stage)).toEqual([1, 3]);
     expect(skip2.state).toMatchObject({ stage: 3, totalEpochs: 2, done: true });
-    for (const r of [only1, skip2]) r.model.params.dispose();
+    // The stage-1-only run, resumed with epochs for stages 2 and 3, goes on with them (not retraining stage 1).
+    const go = await trainGems({ ...base, runDir: dir1, resume: true, train: baseTrain({ stages: [{ maxEpochs: 2, patience: 5 }, { maxEpochs: 1, patience: 1 }, { maxEpochs: 1, patience: 1 }] }) });
+    expect(go.state.history.map((e) => e.stage)).toEqual([1, 1, 2, 3]);
+    expect(go.state).toMatchObject({ stage: 3, totalEpochs: 4, done: true });
+    for (const r of [only1, skip2, go]) r.model.params.dispose();
   });
 
   it('refuses a return intent or new-item returns without return targets (returnShare 0), before any epoch', async () => {
