@@ -130,6 +130,7 @@ export async function runGemsTrainCommand(ctx: CommandContext, runDir: string): 
     newItems: flagBool(args, 'new-items'),
     interestTargets: flagBool(args, 'interest-targets'),
     returnNewItems: flagBool(args, 'return-new-items'),
+    returnShareOfRows: flagBool(args, 'return-share-of-rows'),
     stages: [
       { maxEpochs: s1, patience },
       { maxEpochs: flagNumber(args, 'epochs2', tp.epochs?.[1] ?? DEFAULT_GEMS_TRAIN.stages[1].maxEpochs), patience: DEFAULT_GEMS_TRAIN.stages[1].patience },

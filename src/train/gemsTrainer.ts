@@ -79,6 +79,8 @@ export interface GemsTrainConfig {
   interestTargets?: boolean;
   /** Dense training with returnShare: a return target is the returning interest's first new item. */
   returnNewItems?: boolean;
+  /** returnShare is the share of all rows of a window (samples.ts DenseTargetOptions.returnShareOfRows). */
+  returnShareOfRows?: boolean;
 }
 
 export const DEFAULT_GEMS_TRAIN: GemsTrainConfig = {
@@ -151,7 +153,7 @@ export function stageYieldsToLater(elapsedMin: number, epochMin: number, laterEp
  * The dense-training objective options (GemsTrainConfig keys, passed on to denseBatchFromWindows under the same
  * names) with their off values: plain next-event training. A checkpoint records them; a resume must keep them.
  */
-const OBJECTIVE_OFF = { longRangeWeight: 1, returnShare: 0, newItems: false, interestTargets: false, returnNewItems: false };
+const OBJECTIVE_OFF = { longRangeWeight: 1, returnShare: 0, newItems: false, interestTargets: false, returnNewItems: false, returnShareOfRows: false };
 type Objective = typeof OBJECTIVE_OFF;
 
 /** What a checkpoint's meta.train means when it lacks a key: the choice before the key existed. */
@@ -304,7 +306,7 @@ export async function trainGems(input: GemsTrainInput): Promise<GemsTrainResult>
   while (lastStage > 1 && tc.stages[lastStage - 1]!.maxEpochs <= 0) lastStage--;
   const dense = tc.dense && GemsModel.denseTrainable(mc);
   if (!dense && objective.longRangeWeight !== 1) throw new Error('long-range target weighting needs dense training (it weights the targets of a window)');
-  if ((mc.returnIntent || objective.returnNewItems) && !(objective.returnShare > 0)) throw new Error('a return intent and new-item returns need return targets (returnShare > 0)');
+  if ((mc.returnIntent || objective.returnNewItems || objective.returnShareOfRows) && !(objective.returnShare > 0)) throw new Error('a return intent, new-item returns and a share of all rows need return targets (returnShare > 0)');
   if (!dense && (objective.returnShare > 0 || objective.newItems || objective.interestTargets)) throw new Error('return, new-item and interest targets need dense training (they replace targets of a window)');
   const longRangeLogged = objective.longRangeWeight !== 1 || objective.returnShare > 0;
   // Where each history's training events end (the windows' targets and return targets stay before it).

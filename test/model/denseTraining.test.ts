@@ -155,6 +155,44 @@ describe('dense GEMs training', () => {
     expect(() => denseBatchFromWindows(ctx, [h], w, { returnShare: 1.5, trainEnd: Int32Array.of(40) })).toThrow(/returnShare/);
   });
 
+  it('return share of rows: q is the share of the loss — every row with a return ahead is drawn when they are few, and weighted up to q', () => {
+    const { ctx, sid } = setup();
+    const { codes: [a, b], pick } = itemsByCoarseCode(sid);
+    // As above: b dormant since the lifecycle part, seen at 26 (inside the window [24, 30)), back at 33. Only rows 0
+    // and 1 (before 26) have a return ahead.
+    const items = Array.from({ length: 40 }, (_, k) => (k < 16 ? pick(k % 2 ? b! : a!, k) : pick(a!, k)));
+    items[26] = pick(b!, 6);
+    items[33] = pick(b!, 3);
+    const h = historyOf(7, items);
+    const w = [{ user: 0, t: 30 }];
+    const T = ctx.cfg.tRecent;
+    const rowsOf = (d: { returnRows: Uint8Array }) => [0, 1, 2, 3, 4, 5].filter((r) => d.returnRows[T - 6 + r]);
+    const weightsOf = (d: { targetWeight?: Float32Array }) => [0, 1, 2, 3, 4, 5].map((r) => d.targetWeight?.[T - 6 + r] ?? 1);
+    for (let seed = 0; seed < 10; seed++) {
+      const ofRows = denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5, returnShareOfRows: true, trainEnd: Int32Array.of(40), seed });
+      // 2 of 6 rows have a return, fewer than q·6 = 3: both are drawn, and their weight 2 makes them half the loss.
+      expect(rowsOf(ofRows)).toEqual([0, 1]);
+      expect(weightsOf(ofRows)).toEqual([2, 2, 1, 1, 1, 1]);
+      // The default draws each of them with probability q and leaves the loss unweighted.
+      const plain = denseBatchFromWindows(ctx, [h], w, { returnShare: 0.5, trainEnd: Int32Array.of(40), seed });
+      expect(rowsOf(plain).every((r) => r < 2)).toBe(true);
+      expect(plain.targetWeight).toBeUndefined();
+    }
+    // When every row has a return ahead (b not seen in the window), q of them are drawn; the weights top up a draw
+    // that fell short of q, so the return rows always hold q of the loss.
+    const items2 = [...items];
+    items2[26] = pick(a!, 26);
+    const h2 = historyOf(7, items2);
+    for (let seed = 0; seed < 10; seed++) {
+      const d = denseBatchFromWindows(ctx, [h2], w, { returnShare: 0.5, returnShareOfRows: true, trainEnd: Int32Array.of(40), seed });
+      const plain = denseBatchFromWindows(ctx, [h2], w, { returnShare: 0.5, trainEnd: Int32Array.of(40), seed });
+      expect(rowsOf(d)).toEqual(rowsOf(plain)); // p = q·n/m = q: the same seeded draw
+      const wts = weightsOf(d);
+      const ret = rowsOf(d);
+      if (ret.length > 0 && ret.length < 6) expect(ret.reduce((x, r) => x + wts[r]!, 0) / wts.reduce((x, y) => x + y, 0)).toBeCloseTo(ret.length >= 3 ? ret.length / 6 : 0.5, 5);
+    }
+  });
+
   it('new-item targets: a row predicts the next event whose item it has not seen; none before trainEnd → masked', () => {
     const { ctx, sid } = setup();
     const W = sid.sizes.length;

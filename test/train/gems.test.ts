@@ -139,6 +139,7 @@ describe('GEMs training', () => {
     const runDir = tmp();
     await expect(trainGems({ ...base, modelConfig: tinyConfig({ returnIntent: true }), runDir })).rejects.toThrow(/need return targets \(returnShare > 0\)/);
     await expect(trainGems({ ...base, modelConfig: tinyConfig(), train: { ...base.train, returnNewItems: true }, runDir })).rejects.toThrow(/need return targets/);
+    await expect(trainGems({ ...base, modelConfig: tinyConfig(), train: { ...base.train, returnShareOfRows: true }, runDir })).rejects.toThrow(/need return targets/);
     expect(existsSync(join(runDir, 'last'))).toBe(false);
   });
 });

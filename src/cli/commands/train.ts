@@ -29,7 +29,8 @@ export const command: Command = {
            [--interest-targets] (every target an engaged event of an established interest: skips and exploration are not positives)
            [--return-intent] (with --return-share: return targets get their own decoder intent; served as a reserved
            share of the list, serving.reserveReturns / gems eval --reserve-returns)
-           [--return-new-items] (a return target is the returning interest's first new item)`,
+           [--return-new-items] (a return target is the returning interest's first new item)
+           [--return-share-of-rows] (q is the share of all rows, not of the rows that have a return ahead)`,
   async run({ config, args, out, log }) {
     const kind = flagString(args, 'model', 'gems');
     const run = flagString(args, 'run', kind);
