@@ -79,7 +79,7 @@ export interface GemsTrainConfig {
   interestTargets?: boolean;
   /** Dense training with returnShare: a return target is the returning interest's first new item. */
   returnNewItems?: boolean;
-  /** returnShare is the share of all rows of a window (samples.ts DenseTargetOptions.returnShareOfRows). */
+  /** returnShare is the share of the loss, not of the rows that have a return ahead (samples.ts DenseTargetOptions.returnShareOfRows). */
   returnShareOfRows?: boolean;
 }
 

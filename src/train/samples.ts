@@ -44,13 +44,7 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
     if (given && (given.slots !== cfg.lifecycle.slots || given.dim !== cfg.lifecycle.inDim)) {
       throw new Error(`lifecycle summary of user ${s.userId} is ${given.slots}×${given.dim}, model expects ${cfg.lifecycle.slots}×${cfg.lifecycle.inDim}`);
     }
-    const sum = given ?? summarizer.summarize(s.lifecycle);
-    lifecycle.set(sum.vectors, b * sum.vectors.length);
-    lifecycleValid.set(sum.valid, b * sum.valid.length);
-    if (sum.codes) {
-      lifecycleCodes.set(sum.codes, b * sum.valid.length);
-      markInMid(ctx.sid, sum.codes, s.mid, lifecycleInMid, b * sum.valid.length);
-    }
+    placeSummary(ctx, given ?? summarizer.summarize(s.lifecycle), s.mid, b, { lifecycle, lifecycleValid, lifecycleCodes, lifecycleInMid });
   });
   const fc = cfg.features;
   return {
@@ -65,14 +59,27 @@ export function batchFromInputs(ctx: SampleContext, inputs: History[], lifecycle
 }
 
 /**
- * Marks the slots whose coarse interest also occurs among `mid`'s events (out[offset + slot] = 1): known online
- * from the mid-term stream, so a lifecycle interest that is not dormant can be told from one that is.
+ * Writes user b's lifecycle summary into the batch arrays: its vectors and validity, the slots' codes when the
+ * summary names them, and — for models that read it (cfg.lifecycleInMid) — which of those codes also occur among
+ * the mid-term events `mid`: known online, so a lifecycle interest that is not dormant can be told from one that is.
  */
-function markInMid(sid: SemanticIds, codes: Int32Array, mid: History, out: Uint8Array, offset: number): void {
+function placeSummary(
+  ctx: SampleContext,
+  sum: LifecycleSummary,
+  mid: History,
+  b: number,
+  out: Pick<GemsBatch, 'lifecycle' | 'lifecycleValid'> & { lifecycleCodes: Int32Array; lifecycleInMid: Uint8Array },
+): void {
+  const offset = b * sum.valid.length;
+  out.lifecycle.set(sum.vectors, b * sum.vectors.length);
+  out.lifecycleValid.set(sum.valid, offset);
+  if (!sum.codes) return;
+  out.lifecycleCodes.set(sum.codes, offset);
+  if (!ctx.cfg.lifecycleInMid) return;
   const present = new Set<number>();
-  for (let j = 0; j < mid.length; j++) present.add(coarseCodeOf(sid, mid.itemId[j]!));
-  codes.forEach((c, s) => {
-    if (c >= 0 && present.has(c)) out[offset + s] = 1;
+  for (let j = 0; j < mid.length; j++) present.add(coarseCodeOf(ctx.sid, mid.itemId[j]!));
+  sum.codes.forEach((c, s) => {
+    if (c >= 0 && present.has(c)) out.lifecycleInMid[offset + s] = 1;
   });
 }
 
@@ -266,13 +273,7 @@ export function denseBatchFromWindows(
     recent.push(sliceHistory(h, a, w.t));
     mid.push(sliceHistory(h, midStart, a));
     ref.push(h.ts[w.t - 1]!);
-    const sum = summarizer.summarize(sliceHistory(h, 0, midStart));
-    lifecycle.set(sum.vectors, b * sum.vectors.length);
-    lifecycleValid.set(sum.valid, b * sum.valid.length);
-    if (sum.codes) {
-      lifecycleCodes.set(sum.codes, b * sum.valid.length);
-      markInMid(sid, sum.codes, mid[b]!, lifecycleInMid, b * sum.valid.length);
-    }
+    placeSummary(ctx, summarizer.summarize(sliceHistory(h, 0, midStart)), mid[b]!, b, { lifecycle, lifecycleValid, lifecycleCodes, lifecycleInMid });
     const n = w.t - a;
     // Per coarse code, its events in the lifecycle part (the codes present there, and how strongly).
     const lifecycleCount = new Map<number, number>();
@@ -327,8 +328,8 @@ export function denseBatchFromWindows(
     if (rng) {
       for (let i = 0; i < n; i++) for (const { f, g } of returnsOf) if (f > a + i && (returnAtRow[i]! < 0 || g < returnAtRow[i]!)) returnAtRow[i] = g;
     }
-    // With returnShareOfRows, q is the share of the window's rows: the m rows that have a return ahead are drawn with
-    // probability q·n/m (all of them when fewer), else q of those m rows.
+    // With returnShareOfRows the m rows that have a return ahead are drawn with probability q·n/m (all of them when
+    // m < q·n; the batch's weights below make up the rest), else with probability q.
     const withReturn = returnAtRow.reduce((k, x) => k + (x >= 0 ? 1 : 0), 0);
     const pReturn = returnShareOfRows ? (withReturn > 0 ? Math.min(1, (returnShare * n) / withReturn) : 0) : returnShare;
     let nextEligible = 0;

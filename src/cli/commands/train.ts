@@ -30,7 +30,7 @@ export const command: Command = {
            [--return-intent] (with --return-share: return targets get their own decoder intent; served as a reserved
            share of the list, serving.reserveReturns / gems eval --reserve-returns)
            [--return-new-items] (a return target is the returning interest's first new item)
-           [--return-share-of-rows] (q is the share of all rows, not of the rows that have a return ahead)`,
+           [--return-share-of-rows] (q is the share of the loss, not the chance of a row that has a return ahead)`,
   async run({ config, args, out, log }) {
     const kind = flagString(args, 'model', 'gems');
     const run = flagString(args, 'run', kind);
